@@ -1,0 +1,312 @@
+"""`Model`: a Flax module, its variables and its metadata, callable as `logits, feats = m(x)`.
+
+A `Model` is a pytree (variables are leaves; module and metadata are static), so it can be passed
+through `jax.jit`, `vmap` and `grad` like any array. Every method in jaxinterp takes one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from importlib import resources
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinterp.models import vgg as vgg_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """How images in [0, 1] RGB become network input: `(x[..., order] * scale - mean) / std`.
+
+    `mean` and `std` are given in the network's channel order (after the optional RGB->BGR flip).
+    """
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    scale: float = 1.0
+    channel_order: str = "RGB"
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.channel_order == "BGR":
+            x = x[..., ::-1]
+        mean = jnp.asarray(self.mean, x.dtype)
+        std = jnp.asarray(self.std, x.dtype)
+        return (x * self.scale - mean) / std
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        order = d.get("channel_order", "RGB")
+        if order not in ("RGB", "BGR"):
+            raise ValueError(f"preprocess.channel_order must be 'RGB' or 'BGR', got {order!r}")
+        return cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])),
+                   float(d.get("scale", 1.0)), order)
+
+
+TORCHVISION = Preprocess()
+CAFFE = Preprocess(mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), scale=255.0,
+                   channel_order="BGR")
+SHAPES = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+@dataclasses.dataclass(frozen=True)
+class Meta:
+    """Static description of a model: architecture config, classes, input size, preprocessing."""
+
+    arch: str
+    config: tuple  # sorted (field, value) pairs of the VGG module besides cfg/act
+    classes: tuple
+    input_size: tuple
+    preprocess: Preprocess
+    extra_json: str = "{}"  # anything else (training record, source file), as JSON
+
+    @property
+    def extra(self) -> dict:
+        return json.loads(self.extra_json)
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "config": dict(self.config), "classes": list(self.classes),
+                "input_size": list(self.input_size),
+                "preprocess": dataclasses.asdict(self.preprocess), "extra": self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Meta":
+        return cls(d["arch"], tuple(sorted(d.get("config", {}).items())), tuple(d["classes"]),
+                   tuple(int(v) for v in d["input_size"]), Preprocess.from_dict(d["preprocess"]),
+                   json.dumps(d.get("extra", {}), sort_keys=True))
+
+
+def imagenet_classes() -> list[str]:
+    """The 1,000 ImageNet-1k class names in the standard index order (first WordNet lemma)."""
+    text = resources.files("jaxinterp.data").joinpath("imagenet_classes.txt").read_text()
+    return text.strip().split("\n")
+
+
+def build_module(meta: Meta) -> vgg_lib.VGG:
+    """The Flax module described by `meta`."""
+    return vgg_lib.vgg(meta.arch, **dict(meta.config))
+
+
+@functools.partial(jax.jit, static_argnames=("module", "preprocess"))
+def _forward(module, preprocess, variables, x):
+    return module.apply(variables, preprocess(x))
+
+
+def check_images(x: Any, name: str = "x", min_size: int = 1) -> jax.Array:
+    """Checks that `x` is a float batch `[N, H, W, 3]` with values in [0, 1]; returns it as an array.
+
+    Args:
+      x: the images.
+      name: the argument name used in error messages.
+      min_size: smallest height/width the model accepts.
+    Returns:
+      `x` as a jax array (unchanged values).
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        try:
+            x = np.asarray(x)
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(f"{name} must be an array of images [N, H, W, 3], got {type(x)}") from e
+    shape = tuple(x.shape)
+    if len(shape) != 4:
+        hint = " (one image? add a batch axis: x[None])" if len(shape) == 3 else ""
+        raise ValueError(f"{name} must have rank 4 [N, H, W, 3], got shape {shape}{hint}")
+    if shape[-1] != 3:
+        hint = " (NCHW? use x.transpose(0, 2, 3, 1))" if shape[1] == 3 else ""
+        raise ValueError(f"{name} must have 3 RGB channels last [N, H, W, 3], got shape {shape}{hint}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be floating point in [0, 1], got dtype {x.dtype}"
+                        + (" (use x.astype('float32') / 255)" if x.dtype == np.uint8 else ""))
+    if shape[1] < min_size or shape[2] < min_size:
+        raise ValueError(f"{name} is {shape[1]}x{shape[2]}; this model needs at least "
+                         f"{min_size}x{min_size}")
+    if not isinstance(x, jax.core.Tracer):
+        lo, hi = float(jnp.min(x)), float(jnp.max(x))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise ValueError(f"{name} must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}]"
+                             " (preprocessing is applied inside the model)")
+    return jnp.asarray(x)
+
+
+@jax.tree_util.register_pytree_node_class
+class Model:
+    """A VGG module with its variables and metadata.
+
+    Call it on images in [0, 1]: `logits, feats = m(x)` with `x` float `[N, H, W, 3]` RGB; `feats`
+    holds every layer's output under its torchvision name and its aliases (NHWC for maps).
+    """
+
+    def __init__(self, module: vgg_lib.VGG, variables: Any, meta: Meta):
+        self.module = module
+        self.variables = variables
+        self.meta = meta
+
+    # pytree protocol: variables are children, module and metadata are static
+    def tree_flatten(self):
+        return (self.variables,), (self.module, self.meta)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(aux[0], children[0], aux[1])
+
+    def __call__(self, x, *, check: bool = True):
+        """Runs the network: images `[N, H, W, 3]` in [0, 1] -> `(logits, feats)`."""
+        if check:
+            x = check_images(x, min_size=self.min_size)
+        logits, feats = _forward(self.module, self.meta.preprocess, self.variables, x)
+        for alias, name in self.aliases.items():
+            feats[alias] = feats[name]
+        return logits, feats
+
+    def with_act(self, act: Callable) -> "Model":
+        """The same model and variables with every ReLU replaced by `act` (e.g. a custom_vjp rule)."""
+        return Model(self.module.clone(act=act), self.variables, self.meta)
+
+    def with_variables(self, variables: Any) -> "Model":
+        """The same architecture and metadata with other variables."""
+        return Model(self.module, variables, self.meta)
+
+    @property
+    def params(self):
+        return self.variables["params"]
+
+    @property
+    def arch(self) -> str:
+        return self.meta.arch
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta.classes)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.meta.input_size)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.meta.preprocess
+
+    @property
+    def metadata(self) -> dict:
+        return self.meta.to_dict()
+
+    @functools.cached_property
+    def specs(self) -> tuple[vgg_lib.LayerSpec, ...]:
+        return self.module.specs()
+
+    @property
+    def layers(self) -> list[str]:
+        """Ordered torchvision layer names, `features.0` … `classifier.6`."""
+        return [s.name for s in self.specs]
+
+    @functools.cached_property
+    def aliases(self) -> dict[str, str]:
+        """Alias -> torchvision name (`conv5_3` -> `features.28`, `logits` -> last layer)."""
+        out = {s.alias: s.name for s in self.specs if s.alias}
+        out["logits"] = self.specs[-1].name
+        return out
+
+    @property
+    def min_size(self) -> int:
+        return 2 ** sum(1 for s in self.specs if s.kind == "pool")
+
+    def resolve(self, layer: str) -> str:
+        """The torchvision name of `layer` (a torchvision name or an alias); unknown names raise."""
+        if layer in self.aliases:
+            return self.aliases[layer]
+        if layer in self.layers:
+            return layer
+        names = ", ".join(f"{n} ({a})" if a else n
+                          for n, a in ((s.name, s.alias) for s in self.specs))
+        raise ValueError(f"unknown layer {layer!r} for {self.arch}; valid layers: {names}, logits")
+
+    def __repr__(self) -> str:
+        n = sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(self.variables))
+        return (f"Model({self.arch}, {self.num_classes} classes, input {self.input_size}, "
+                f"{n:,} parameters)")
+
+
+def model_meta(arch: str, num_classes: int | None = None, **config) -> Meta:
+    """Default metadata for an architecture: ImageNet for VGG11-19, `shapes` for vgg-mini."""
+    if arch == "vgg-mini":
+        from jaxinterp.data import shapes_dataset as shapes
+        classes = list(shapes.CLASSES)
+        size, pre = (shapes.SIZE, shapes.SIZE), SHAPES
+    else:
+        classes = imagenet_classes()
+        size, pre = (224, 224), TORCHVISION
+    if num_classes is not None and num_classes != len(classes):
+        classes = [f"class_{i}" for i in range(num_classes)]
+    config = {"num_classes": len(classes), **config}
+    vgg_lib.vgg(arch, **config)  # validates arch and config
+    return Meta(arch, tuple(sorted(config.items())), tuple(classes), size, pre)
+
+
+def abstract_variables(module: vgg_lib.VGG) -> Any:
+    """Shapes and dtypes of the module's variables (`jax.ShapeDtypeStruct`s), without allocating."""
+    n = 2 ** sum(1 for v in module.cfg if v == "M")
+    x = jax.ShapeDtypeStruct((1, n, n, 3), jnp.float32)
+    return jax.eval_shape(module.init, jax.random.key(0), x)
+
+
+def init_model(arch: str, key: jax.Array | None = None, num_classes: int | None = None,
+               **config) -> Model:
+    """A model with freshly initialized weights (torchvision's VGG initialization).
+
+    Args:
+      arch: `vgg11`, `vgg13`, `vgg16`, `vgg19` (optionally `_bn`) or `vgg-mini`.
+      key: PRNG key; `jax.random.key(0)` if omitted.
+      num_classes: outputs of the last layer (default 1000, or 8 for vgg-mini).
+      **config: other `VGG` fields (pool="avg", hidden=...).
+    Returns:
+      A `Model`.
+    """
+    meta = model_meta(arch, num_classes, **config)
+    module = build_module(meta)
+    n = 2 ** sum(1 for v in module.cfg if v == "M")
+    key = jax.random.key(0) if key is None else key
+    variables = jax.jit(module.init)(key, jnp.zeros((1, n, n, 3), jnp.float32))
+    return Model(module, variables, meta)
+
+
+def load_model(name: str | None = None, *, key: jax.Array | None = None, **config) -> Model:
+    """Loads a model by name or checkpoint directory.
+
+    Args:
+      name: None or "vgg-mini" for the shipped default (trained on `shapes`, offline); an
+        architecture name (`vgg11`, `vgg13`, `vgg16`, `vgg19`, `_bn` variants) for random weights;
+        or the path of a checkpoint directory written by `save_model` / `import_weights`.
+      key: PRNG key for random weights. Given with "vgg-mini", it initializes the architecture
+        randomly instead of loading the shipped weights.
+      **config: options for random initialization (`num_classes`, `pool`, ...).
+    Returns:
+      A `Model`.
+    """
+    import os
+
+    from jaxinterp import weights
+
+    if name is None or (name == "vgg-mini" and key is None and not config):
+        return weights.load_checkpoint(weights.default_checkpoint())
+    if os.path.isdir(name):
+        return weights.load_checkpoint(name)
+    if os.path.isfile(name):
+        raise ValueError(f"{name!r} is a file, not a checkpoint directory; import it first with "
+                         "ji.import_weights(src, arch=...) or `jaxinterp weights import`")
+    try:
+        return init_model(name, key, **config)
+    except ValueError as e:
+        if "unknown arch" in str(e):
+            raise ValueError(f"{name!r} is neither a known architecture nor a checkpoint "
+                             f"directory; {str(e).split('; ', 1)[1]}") from None
+        raise

@@ -1,0 +1,1 @@
+"""Flax model definitions (`jaxinterp.models.vgg`)."""

@@ -1,0 +1,323 @@
+"""Weights on disk: torchvision `.pth` / `.safetensors` and Keras `.h5` import; orbax checkpoints.
+
+A checkpoint is a directory with `metadata.json` (architecture, classes, preprocessing) and
+`state/` (an orbax checkpoint of the Flax variables). Directories are written under a temporary
+name and renamed into place when complete, so an interrupted write never looks like a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxinterp import model as model_lib
+from jaxinterp.models import vgg as vgg_lib
+
+FORMAT = "jaxinterp-checkpoint"
+VERSION = 1
+REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+SUFFIXES = {".pth": "torch", ".pt": "torch", ".bin": "torch", ".safetensors": "safetensors",
+            ".h5": "keras", ".hdf5": "keras"}
+
+
+class CheckpointError(ValueError):
+    """A weight file or checkpoint that cannot be read or does not fit the architecture."""
+
+
+def default_checkpoint() -> Path:
+    """Directory of the shipped `vgg-mini` checkpoint (`$JAXINTERP_WEIGHTS/vgg-mini` overrides)."""
+    root = Path(os.environ.get("JAXINTERP_WEIGHTS", REPO_WEIGHTS))
+    path = root / "vgg-mini"
+    if not (path / "metadata.json").exists():
+        raise FileNotFoundError(
+            f"the default vgg-mini checkpoint is missing at {path}; install jaxinterp from its "
+            "repository (`pip install -e .`) or set JAXINTERP_WEIGHTS, or train it with "
+            "scripts/train_default.py")
+    return path
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+    return {"/".join(str(getattr(k, "key", k)) for k in path): v
+            for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_variables(variables: Any, module: vgg_lib.VGG, source: str) -> None:
+    """Raises `CheckpointError` listing missing, unexpected and mis-shaped entries."""
+    want = {k: tuple(v.shape) for k, v in _flat(model_lib.abstract_variables(module)).items()}
+    have = {k: tuple(np.shape(v)) for k, v in _flat(variables).items()}
+    problems = [f"  missing {k} {want[k]}" for k in want if k not in have]
+    problems += [f"  unexpected {k} {have[k]}" for k in have if k not in want]
+    problems += [f"  {k}: file has {have[k]}, architecture expects {want[k]}"
+                 for k in want if k in have and have[k] != want[k]]
+    if problems:
+        raise CheckpointError(f"{source} does not match the architecture:\n" + "\n".join(problems))
+
+
+def save_model(m: model_lib.Model, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Writes `m` as a checkpoint directory (orbax state + metadata.json), atomically.
+
+    Args:
+      m: the model.
+      path: directory to create.
+      overwrite: replace an existing checkpoint at `path`.
+    Returns:
+      The absolute path written.
+    """
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        variables = jax.tree_util.tree_map(np.asarray, m.variables)
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(tmp / "state", variables)
+            ckptr.wait_until_finished()
+        meta = {"format": FORMAT, "version": VERSION, **m.meta.to_dict()}
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a checkpoint directory; raises `CheckpointError` if it is not one."""
+    path = Path(path)
+    f = path / "metadata.json"
+    if not f.exists():
+        raise CheckpointError(f"{path} is not a jaxinterp checkpoint (no metadata.json)")
+    try:
+        meta = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{f} is not valid JSON: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{f} is not a {FORMAT} file")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike) -> model_lib.Model:
+    """Loads a checkpoint directory written by `save_model` (or `import_weights(out=...)`)."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    meta = model_lib.Meta.from_dict(read_metadata(path))
+    module = model_lib.build_module(meta)
+    target = model_lib.abstract_variables(module)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            stored = ckptr.metadata(path / "state")
+            stored = getattr(stored, "item_metadata", stored)
+            check_variables(jax.tree_util.tree_map(lambda v: np.empty(v.shape, np.uint8), stored,
+                                                   is_leaf=lambda v: hasattr(v, "shape")),
+                            module, str(path))
+            variables = ckptr.restore(path / "state", target)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 — orbax/tensorstore raise many kinds
+        raise CheckpointError(f"could not read the checkpoint state in {path}: {e}") from e
+    return model_lib.Model(module, variables, meta)
+
+
+# --------------------------------------------------------------------------- import
+
+
+def read_state_dict(src: str | os.PathLike, fmt: str) -> dict[str, np.ndarray]:
+    """A flat `name -> array` dict from a `.pth` (torch, weights_only) or `.safetensors` file."""
+    src = str(src)
+    if fmt == "safetensors":
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise ImportError("reading .safetensors needs the safetensors package: "
+                              "pip install safetensors") from None
+        try:
+            return dict(load_file(src))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"could not read {src} as safetensors: {e}") from e
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("reading .pth needs PyTorch (pip install torch); or convert the file "
+                          "to .safetensors, which needs no torch") from None
+    try:
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"could not read {src} as a PyTorch state dict: {e}") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(hasattr(v, "numpy") for v in state.values()):
+        raise CheckpointError(f"{src} holds a {type(state).__name__}, not a state dict of tensors")
+    return {k.removeprefix("module."): v.detach().float().numpy() if v.is_floating_point()
+            else v.numpy() for k, v in state.items()}
+
+
+def _dense_kernel_from_torch(w: np.ndarray, spec: vgg_lib.LayerSpec, channels: int) -> np.ndarray:
+    k = w.T
+    if k.ndim == 2 and spec.name == "classifier.0" and k.shape[0] == channels * 49:
+        # torch flattens (C, 7, 7); our flatten is NHWC (7, 7, C): permute the input rows
+        k = k.reshape(channels, 7, 7, -1).transpose(1, 2, 0, 3).reshape(channels * 49, -1)
+    return k
+
+
+def convert_torch(state: dict[str, np.ndarray], module: vgg_lib.VGG) -> dict:
+    """torchvision VGG state dict -> Flax variables (OIHW -> HWIO, dense transposed, CHW flatten)."""
+    params, stats, used = {}, {}, set()
+
+    def take(key):
+        used.add(key)
+        return state[key] if key in state else None
+
+    channels = [v for v in module.cfg if v != "M"][-1]
+    for s in module.specs():
+        p = vgg_lib.param_name(s.name)
+        if s.kind == "conv":
+            w, b = take(f"{s.name}.weight"), take(f"{s.name}.bias")
+            # a tensor of the wrong rank is kept as is and reported by check_variables
+            k = w.transpose(2, 3, 1, 0) if w is not None and w.ndim == 4 else w
+            params[p] = {"kernel": k, "bias": b}
+        elif s.kind == "bn":
+            params[p] = {"scale": take(f"{s.name}.weight"), "bias": take(f"{s.name}.bias")}
+            stats[p] = {"mean": take(f"{s.name}.running_mean"),
+                        "var": take(f"{s.name}.running_var")}
+            used.add(f"{s.name}.num_batches_tracked")
+        elif s.kind == "dense":
+            w, b = take(f"{s.name}.weight"), take(f"{s.name}.bias")
+            k = None if w is None else _dense_kernel_from_torch(w, s, channels)
+            params[p] = {"kernel": k, "bias": b}
+    variables = {"params": params, **({"batch_stats": stats} if stats else {})}
+    variables = {c: {l: {k: v for k, v in d.items() if v is not None} for l, d in layers.items()}
+                 for c, layers in variables.items()}
+    for k in state:
+        if k not in used:  # surface unexpected keys through check_variables
+            variables["params"][k] = state[k]
+    return variables
+
+
+def read_keras(src: str | os.PathLike, module: vgg_lib.VGG) -> dict:
+    """Keras VGG16/19 `.h5` (layers block1_conv1 … predictions) -> Flax variables."""
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError("reading Keras .h5 needs h5py: pip install h5py") from None
+    try:
+        f = h5py.File(src, "r")
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"could not read {src} as HDF5: {e}") from e
+    with f:
+        if "layers" in f:  # Keras 3 `.weights.h5`: layers/<name>/vars/{0,1}
+            root = f["layers"]
+        else:
+            root = f["model_weights"] if "model_weights" in f else f
+        keras_names = {"fc6": "fc1", "fc7": "fc2", "fc8": "predictions"}
+        params = {}
+        for s in module.specs():
+            if s.kind not in ("conv", "dense"):
+                continue
+            if s.kind == "conv":
+                b, c = s.alias[4:].split("_")
+                lname = f"block{b}_conv{c}"
+            else:
+                lname = keras_names.get(s.alias, s.alias)
+            if lname not in root:
+                continue  # reported as missing by check_variables
+            arrays = _keras_layer_arrays(root[lname])
+            kernel = [a for a in arrays if a.ndim >= 2]
+            bias = [a for a in arrays if a.ndim == 1]
+            params[vgg_lib.param_name(s.name)] = {"kernel": kernel[0], "bias": bias[0]} \
+                if kernel and bias else {}
+    return {"params": params}
+
+
+def _keras_layer_arrays(group) -> list[np.ndarray]:
+    if "vars" in group:
+        return [np.asarray(group["vars"][k]) for k in sorted(group["vars"], key=int)]
+    names = group.attrs.get("weight_names")
+    if names is not None:
+        return [np.asarray(group[n.decode() if isinstance(n, bytes) else n]) for n in names]
+    out = []
+    group.visititems(lambda _, o: out.append(np.asarray(o)) if hasattr(o, "shape") else None)
+    return out
+
+
+def infer_format(src: str | os.PathLike) -> str:
+    suffix = Path(src).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"cannot tell the format of {src!s} from its suffix; pass fmt= one of "
+                         "'torch', 'safetensors', 'keras'")
+    return SUFFIXES[suffix]
+
+
+def import_weights(src: str | os.PathLike, arch: str, fmt: str | None = None,
+                   out: str | os.PathLike | None = None, *, classes: list[str] | None = None,
+                   overwrite: bool = False) -> model_lib.Model:
+    """Imports VGG weights from torchvision (`.pth`, `.safetensors`) or Keras (`.h5`).
+
+    Args:
+      src: the weight file.
+      arch: `vgg11`, `vgg13`, `vgg16`, `vgg19` (`_bn` variants for torchvision) or `vgg-mini`.
+      fmt: "torch", "safetensors" or "keras"; inferred from the suffix if omitted.
+      out: if given, the checkpoint directory to write (atomically).
+      classes: class names; ImageNet's when the head has 1,000 outputs, else `class_i`.
+      overwrite: replace an existing checkpoint at `out`.
+    Returns:
+      The imported `Model` (torchvision preprocessing for torch files, caffe BGR for Keras).
+    """
+    fmt = fmt or infer_format(src)
+    if fmt not in ("torch", "safetensors", "keras"):
+        raise ValueError(f"fmt must be 'torch', 'safetensors' or 'keras', got {fmt!r}")
+    if not Path(src).is_file():
+        raise FileNotFoundError(f"weight file not found: {src}")
+    probe = vgg_lib.vgg(arch)  # validates arch
+    if fmt == "keras":
+        if probe.batch_norm or probe.head != "classifier":
+            raise ValueError(f"Keras import supports vgg16 and vgg19, not {arch!r}")
+        variables = read_keras(src, probe)
+        pre = model_lib.CAFFE
+    else:
+        state = read_state_dict(src, fmt)
+        variables = convert_torch(state, probe)
+        pre = model_lib.TORCHVISION if arch != "vgg-mini" else model_lib.SHAPES
+    last = vgg_lib.param_name(probe.specs()[-1].name)
+    head = variables["params"].get(last, {})
+    num_classes = int(np.shape(head["kernel"])[-1] if "kernel" in head
+                      else np.shape(head.get("bias", np.zeros(1000)))[0])
+    config = {}
+    if probe.head == "classifier":
+        hidden = variables["params"].get("classifier_0", {}).get("bias")
+        if hidden is not None and hidden.shape[0] != probe.hidden:
+            config["hidden"] = int(hidden.shape[0])
+    meta = model_lib.model_meta(arch, num_classes, **config)
+    if classes is not None:
+        if len(classes) != num_classes:
+            raise ValueError(f"classes has {len(classes)} names but the file has {num_classes} outputs")
+        meta = model_lib.Meta(meta.arch, meta.config, tuple(classes), meta.input_size, pre)
+    extra = json.dumps({"source": {"file": Path(src).name, "format": fmt}})
+    meta = model_lib.Meta(meta.arch, meta.config, meta.classes, meta.input_size, pre, extra)
+    module = model_lib.build_module(meta)
+    check_variables(variables, module, str(src))
+    variables = jax.tree_util.tree_map(lambda a: jax.numpy.asarray(a, np.float32), variables)
+    m = model_lib.Model(module, variables, meta)
+    if out is not None:
+        save_model(m, out, overwrite=overwrite)
+    return m

@@ -1,0 +1,61 @@
+"""A plain-torch VGG with torchvision's module layout (no torchvision): the parity reference."""
+
+import torch
+from torch import nn
+
+from jaxinterp.models.vgg import CFGS
+
+
+class TorchVGG(nn.Module):
+    """torchvision.models.VGG's layout: `features`, `avgpool`, `classifier` (or a GAP head)."""
+
+    def __init__(self, arch, num_classes=1000, batch_norm=False, hidden=4096):
+        super().__init__()
+        layers, c = [], 3
+        for v in CFGS[arch]:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                continue
+            layers.append(nn.Conv2d(c, v, 3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(v))
+            layers.append(nn.ReLU(inplace=False))
+            c = v
+        self.features = nn.Sequential(*layers)
+        self.gap = arch == "vgg-mini"
+        if self.gap:
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.classifier = nn.Sequential(nn.Linear(c, num_classes))
+        else:
+            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+            self.classifier = nn.Sequential(
+                nn.Linear(c * 49, hidden), nn.ReLU(False), nn.Dropout(),
+                nn.Linear(hidden, hidden), nn.ReLU(False), nn.Dropout(),
+                nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        """Returns logits and every layer's output, named as in torchvision."""
+        feats = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            feats[f"features.{i}"] = x
+        x = self.avgpool(x)
+        feats["avgpool"] = x.flatten(1) if self.gap else x
+        x = torch.flatten(x, 1)
+        for i, layer in enumerate(self.classifier):
+            x = layer(x)
+            feats[f"classifier.{i}"] = x
+        return x, feats
+
+
+def randomize_bn(model, seed=0):
+    """Gives BatchNorm layers non-trivial running statistics and affine parameters."""
+    g = torch.Generator().manual_seed(seed)
+    for mod in model.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            n = mod.num_features
+            mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            mod.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            mod.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    return model
