@@ -1,6 +1,9 @@
 """jaxinterp: neural-network interpretability for JAX and Flax."""
 
-from jaxinterp import data
+from jaxinterp import data, rules, targets
+from jaxinterp.attribution import (cam, deconvnet, grad_cam, guided_backprop, guided_grad_cam,
+                                   input_x_gradient, integrated_gradients, occlusion, saliency,
+                                   smooth_grad)
 from jaxinterp.model import Model, Preprocess, check_images, init_model, load_model
 from jaxinterp.weights import CheckpointError, import_weights, load_checkpoint, save_model
 
@@ -8,6 +11,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "cam",
+    "deconvnet",
+    "grad_cam",
+    "guided_backprop",
+    "guided_grad_cam",
+    "input_x_gradient",
+    "integrated_gradients",
+    "occlusion",
+    "rules",
+    "saliency",
+    "smooth_grad",
+    "targets",
     "Model",
     "Preprocess",
     "check_images",

@@ -92,8 +92,8 @@ def build_module(meta: Meta) -> vgg_lib.VGG:
 
 
 @functools.partial(jax.jit, static_argnames=("module", "preprocess"))
-def _forward(module, preprocess, variables, x):
-    return module.apply(variables, preprocess(x))
+def _forward(module, preprocess, variables, x, taps):
+    return module.apply(variables, preprocess(x), taps=taps)
 
 
 def check_images(x: Any, name: str = "x", min_size: int = 1) -> jax.Array:
@@ -155,11 +155,18 @@ class Model:
     def tree_unflatten(cls, aux, children):
         return cls(aux[0], children[0], aux[1])
 
-    def __call__(self, x, *, check: bool = True):
-        """Runs the network: images `[N, H, W, 3]` in [0, 1] -> `(logits, feats)`."""
+    def __call__(self, x, *, check: bool = True, taps: dict | None = None):
+        """Runs the network: images `[N, H, W, 3]` in [0, 1] -> `(logits, feats)`.
+
+        Args:
+          x: float images `[N, H, W, 3]`, RGB in [0, 1].
+          check: validate `x` (shape, dtype, range when concrete).
+          taps: optional `{layer: array}` added to those layers' outputs (names or aliases).
+        """
         if check:
             x = check_images(x, min_size=self.min_size)
-        logits, feats = _forward(self.module, self.meta.preprocess, self.variables, x)
+        taps = {self.resolve(k): v for k, v in (taps or {}).items()}
+        logits, feats = _forward(self.module, self.meta.preprocess, self.variables, x, taps)
         for alias, name in self.aliases.items():
             feats[alias] = feats[name]
         return logits, feats

@@ -137,8 +137,13 @@ class VGG(nn.Module):
         return layer_specs(self.cfg, self.batch_norm, self.head, self.hidden, self.num_classes)
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
-        feats = {}
+    def __call__(self, x, train: bool = False, taps: dict | None = None):
+        """Returns `(logits, feats)`; `taps` maps layer names to arrays added to their outputs.
+
+        Adding a zero tap and differentiating with respect to it gives the gradient of any
+        score with respect to that layer's output (Grad-CAM, layer attribution).
+        """
+        feats, taps = {}, taps or {}
         for s in self.specs():
             if s.kind == "conv":
                 x = nn.Conv(s.features, (3, 3), padding=1, kernel_init=torch_conv_init,
@@ -157,6 +162,7 @@ class VGG(nn.Module):
                     raise ValueError(f"pool must be 'max' or 'avg', got {self.pool!r}")
             elif s.kind == "avgpool":
                 x = adaptive_avg_pool(x, (7, 7))
+                x = x + taps[s.name] if s.name in taps else x
                 feats[s.name] = x
                 x = x.reshape(x.shape[0], -1)  # NHWC order; importers permute torch's CHW rows
                 continue
@@ -167,6 +173,8 @@ class VGG(nn.Module):
                 x = nn.Dense(s.features, kernel_init=init, name=param_name(s.name))(x)
             elif s.kind == "dropout":
                 pass  # inference: identity (kept so torchvision indices line up)
+            if s.name in taps:
+                x = x + taps[s.name]
             feats[s.name] = x
         return x, feats
 

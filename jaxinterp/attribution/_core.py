@@ -1,0 +1,26 @@
+"""What every attribution method shares: input checks, the score, its gradient."""
+
+from __future__ import annotations
+
+import jax
+
+from jaxinterp.model import check_images
+from jaxinterp.targets import Target, as_target
+
+
+def prepare(m, x, target) -> tuple[jax.Array, Target]:
+    """Checks images and target; returns `x` as an array and a `Target`."""
+    x = check_images(x, min_size=m.min_size)
+    return x, as_target(m, target, x.shape[0])
+
+
+def total_score(m, t: Target, x, taps=None):
+    """Sum over the batch of the target scores (examples are independent, so its gradient is
+    every example's own gradient), and the features."""
+    logits, feats = m(x, check=False, taps=taps)
+    return t(logits, feats).sum(), feats
+
+
+def input_gradient(m, t: Target, x):
+    """d score / d x for every example."""
+    return jax.grad(lambda x: total_score(m, t, x)[0])(x)

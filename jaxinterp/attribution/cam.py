@@ -1,0 +1,122 @@
+"""Class activation maps: Grad-CAM, Guided Grad-CAM, CAM."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxinterp.attribution._core import prepare, total_score
+from jaxinterp.attribution.gradients import _gradient
+
+INTERPOLATIONS = ("bilinear", "nearest")
+
+
+def default_layer(m) -> str:
+    """The output of the last convolutional block before the head (relu5_3 on VGG16)."""
+    return [s.name for s in m.specs if s.kind == "relu" and s.name.startswith("features")][-1]
+
+
+def _resize(cam, size, interpolation):
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    return jax.image.resize(cam, (cam.shape[0], *size), interpolation)
+
+
+def _layer(m, layer):
+    name = m.resolve(layer) if layer is not None else default_layer(m)
+    if name.startswith("classifier") or name == "avgpool" and m.module.head == "gap":
+        raise ValueError(f"Grad-CAM needs a spatial layer (features.* or avgpool), got {layer!r}")
+    return name
+
+
+@functools.partial(jax.jit, static_argnames=("layer", "relu", "upsample", "interpolation",
+                                             "weighting"))
+def _grad_cam(m, x, t, layer, relu, upsample, interpolation, weighting):
+    a_shape = jax.eval_shape(lambda x: m(x, check=False)[1][layer], x)
+    zeros = jnp.zeros(a_shape.shape, a_shape.dtype)
+    g, feats = jax.grad(lambda d: total_score(m, t, x, {layer: d}), has_aux=True)(zeros)
+    a = feats[layer]
+    if weighting == "gradient":
+        cam = (a * g.mean((1, 2), keepdims=True)).sum(-1)
+    else:  # the seed's first approach: the plain average of the feature maps
+        cam = a.mean(-1)
+    cam = jnp.maximum(cam, 0) if relu else cam
+    return _resize(cam, x.shape[1:3], interpolation) if upsample else cam
+
+
+def grad_cam(m, x, target, layer: str | None = None, relu: bool = True, upsample: bool = True,
+             *, interpolation: str = "bilinear", weighting: str = "gradient") -> jax.Array:
+    """Grad-CAM (Selvaraju et al. 2017): feature maps weighted by their mean gradient.
+
+    Args:
+      m: the model.
+      x: images `[N, H, W, 3]` in [0, 1].
+      target: class index, int array `[N]`, or callable `(logits, feats) -> [N]`.
+      layer: a spatial layer (name or alias); default: last conv block output (`default_layer`).
+      relu: keep positive evidence only (the paper); False gives Captum's raw `LayerGradCam`.
+      upsample: resize to the input size; False returns the layer's resolution `[N, h, w]`.
+      interpolation: "bilinear" (paper, pytorch-grad-cam) or "nearest".
+      weighting: "gradient" (Grad-CAM) or "mean" (plain average of the feature maps).
+    Returns:
+      `[N, H, W]` maps (`[N, h, w]` without upsampling).
+    """
+    if weighting not in ("gradient", "mean"):
+        raise ValueError(f"weighting must be 'gradient' or 'mean', got {weighting!r}")
+    x, t = prepare(m, x, target)
+    return _grad_cam(m, x, t, _layer(m, layer), relu, upsample, interpolation, weighting)
+
+
+@functools.partial(jax.jit, static_argnames=("layer", "interpolation"))
+def _guided_grad_cam(m, x, t, layer, interpolation):
+    cam = _grad_cam(m, x, t, layer, True, True, interpolation, "gradient")
+    return _gradient(m, x, t, rule="guided") * cam[..., None]
+
+
+def guided_grad_cam(m, x, target, layer: str | None = None, *,
+                    interpolation: str = "bilinear") -> jax.Array:
+    """Guided Grad-CAM: guided backprop times the upsampled, rectified Grad-CAM map.
+
+    Both passes are compiled into one program (XLA shares their common forward computation).
+    Args as `grad_cam`; Captum's `GuidedGradCam` upsamples with "nearest" by default.
+    Returns:
+      `[N, H, W, 3]`.
+    """
+    x, t = prepare(m, x, target)
+    return _guided_grad_cam(m, x, t, _layer(m, layer), interpolation)
+
+
+def _cam_layer(m):
+    names = [s.name for s in m.specs]
+    if m.module.head != "gap":
+        raise ValueError(f"CAM needs a global-average-pool head (vgg-mini); {m.arch} has "
+                         "torchvision's classifier: use grad_cam")
+    return names[names.index("avgpool") - 1]
+
+
+@functools.partial(jax.jit, static_argnames=("layer", "upsample", "interpolation"))
+def _cam(m, x, t, layer, upsample, interpolation):
+    logits, feats = m(x, check=False)
+    w = m.params["classifier_0"]["kernel"]  # [C, K]
+    cam = jnp.einsum("nhwc,nc->nhw", feats[layer], w.T[t.index])
+    return _resize(cam, x.shape[1:3], interpolation) if upsample else cam
+
+
+def cam(m, x, target, *, upsample: bool = True, interpolation: str = "bilinear") -> jax.Array:
+    """Class activation map (Zhou et al. 2016) of a GAP-head model: `sum_c w[c, k] A_c`.
+
+    Args:
+      m: a model with a global-average-pool head (vgg-mini).
+      x: images `[N, H, W, 3]` in [0, 1].
+      target: class index or int array `[N]`.
+      upsample: resize to the input size.
+      interpolation: "bilinear" or "nearest".
+    Returns:
+      `[N, H, W]` maps (`[N, h, w]` without upsampling).
+    """
+    layer = _cam_layer(m)
+    if callable(target):
+        raise ValueError("CAM is defined for class targets only (an int or int array)")
+    x, t = prepare(m, x, target)
+    return _cam(m, x, t, layer, upsample, interpolation)

@@ -1,0 +1,132 @@
+"""Integrated gradients and occlusion: methods that evaluate the model many times."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinterp.attribution._core import input_gradient, prepare, total_score
+from jaxinterp.chunking import chunked_map
+
+IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+              "riemann_trapezoid")
+
+
+def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points `alpha` in [0, 1] and weights (float64) of Captum's IG approximation methods."""
+    if method not in IG_METHODS:
+        raise ValueError(f"method must be one of {IG_METHODS}, got {method!r}")
+    if not isinstance(steps, int) or steps < 1 or (method.startswith("riemann") and steps < 2):
+        raise ValueError(f"steps must be an int >= {2 if method.startswith('riemann') else 1}, "
+                         f"got {steps!r}")
+    if method == "gausslegendre":
+        x, w = np.polynomial.legendre.leggauss(steps)
+        return 0.5 * (x + 1), 0.5 * w
+    n = steps
+    w = np.full(n, 1.0 / n)
+    if method == "riemann_trapezoid":
+        w[0] /= 2
+        w[-1] /= 2
+        a = np.linspace(0, 1, n)
+    else:
+        a = {"riemann_left": np.linspace(0, 1 - 1 / n, n),
+             "riemann_right": np.linspace(1 / n, 1, n),
+             "riemann_middle": np.linspace(1 / (2 * n), 1 - 1 / (2 * n), n)}[method]
+    return a, w
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "return_delta"))
+def _ig(m, x, t, baseline, alphas, weights, batch_size, return_delta):
+    base = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
+    grads = chunked_map(lambda a: input_gradient(m, t, base + a * (x - base)), alphas, batch_size)
+    attr = (x - base) * jnp.tensordot(weights, grads, 1)
+    if not return_delta:
+        return attr
+    f = lambda z: t(*m(z, check=False))  # noqa: E731
+    return attr, attr.sum((1, 2, 3)) - (f(x) - f(base))
+
+
+def integrated_gradients(m, x, target, baseline=0.0, steps: int = 50,
+                         method: str = "gausslegendre", batch_size: int | None = None,
+                         return_delta: bool = False):
+    """Integrated gradients (Sundararajan et al. 2017), Captum's quadrature rules.
+
+    Args:
+      m: the model.
+      x: images `[N, H, W, 3]` in [0, 1].
+      target: class index, int array `[N]`, or callable.
+      baseline: scalar or array broadcastable to `x` (black by default).
+      steps: points on the path.
+      method: "gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+        "riemann_trapezoid".
+      batch_size: path points evaluated at a time (memory bound); None: all at once.
+      return_delta: also return the completeness error per example,
+        `sum(attr) - (f(x) - f(baseline))` (Captum's convergence delta).
+    Returns:
+      `[N, H, W, 3]` attributions (and `[N]` deltas).
+    """
+    alphas, weights = quadrature(method, steps)
+    x, t = prepare(m, x, target)
+    baseline = jnp.asarray(baseline, x.dtype)
+    try:
+        jnp.broadcast_shapes(baseline.shape, x.shape)
+    except ValueError:
+        raise ValueError(f"baseline of shape {baseline.shape} does not broadcast to x "
+                         f"{x.shape}") from None
+    return _ig(m, x, t, baseline, jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype), batch_size,
+               return_delta)
+
+
+def window_masks(size, window, stride) -> np.ndarray:
+    """`[P, H, W]` 0/1 masks of every sliding-window position (Captum's positions)."""
+    (h, w), (wh, ww), (sh, sw) = size, window, stride
+    ys, xs = range(0, h - wh + 1, sh), range(0, w - ww + 1, sw)
+    masks = np.zeros((len(ys) * len(xs), h, w), np.float32)
+    for i, (y, x) in enumerate((y, x) for y in ys for x in xs):
+        masks[i, y:y + wh, x:x + ww] = 1
+    return masks
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size",))
+def _occlusion(m, x, t, baseline, masks, batch_size):
+    base = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
+    clean = t(*m(x, check=False))
+
+    def drop(mask):
+        mk = mask[None, :, :, None]
+        return clean - t(*m(x * (1 - mk) + base * mk, check=False))
+
+    diffs = chunked_map(drop, masks, batch_size)  # [P, N]
+    count = masks.sum(0)
+    return jnp.einsum("pn,phw->nhw", diffs, masks) / jnp.maximum(count, 1)
+
+
+def occlusion(m, x, target, window=(16, 16), stride=(8, 8), baseline=0.0,
+              batch_size: int | None = None) -> jax.Array:
+    """Occlusion sensitivity with Captum's definition.
+
+    Each pixel gets the mean, over the windows covering it, of score(x) − score(x with the
+    window set to `baseline`) (all channels occluded together). Pixels no window covers get 0.
+
+    Args:
+      m: the model.
+      x: images `[N, H, W, 3]` in [0, 1].
+      target: class index, int array `[N]`, or callable.
+      window: (height, width) of the occluding patch.
+      stride: (dy, dx) between window positions.
+      baseline: value of the occluded pixels: scalar or array broadcastable to `x`.
+      batch_size: window positions evaluated at a time (memory bound); None: all at once.
+    Returns:
+      `[N, H, W]` maps.
+    """
+    x, t = prepare(m, x, target)
+    window, stride = tuple(map(int, np.broadcast_to(window, 2))), tuple(map(int, np.broadcast_to(stride, 2)))
+    if min(window) < 1 or min(stride) < 1:
+        raise ValueError(f"window and stride must be positive, got {window} and {stride}")
+    if window[0] > x.shape[1] or window[1] > x.shape[2]:
+        raise ValueError(f"window {window} is larger than the image {x.shape[1:3]}")
+    masks = window_masks(x.shape[1:3], window, stride)
+    return _occlusion(m, x, t, jnp.asarray(baseline, x.dtype), jnp.asarray(masks), batch_size)

@@ -1,0 +1,149 @@
+"""Parity with Captum on identical weights (vgg-mini with BatchNorm, and a small-input VGG16)."""
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+captum_attr = pytest.importorskip("captum.attr")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+import jaxinterp as ji  # noqa: E402
+from torch_vgg import TorchVGG, randomize_bn  # noqa: E402
+
+
+class Normalized(torch.nn.Module):
+    """`TorchVGG` on images in [0, 1] (preprocessing inside, as in jaxinterp); logits only."""
+
+    def __init__(self, net, mean, std):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return self.net((x - self.mean) / self.std)[0]
+
+
+def make_pair(arch, tmp_path_factory, **kw):
+    torch.manual_seed(0)
+    net = TorchVGG(arch, **kw)
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+            torch.nn.init.normal_(mod.bias, 0, 0.1)
+        elif isinstance(mod, torch.nn.Linear):
+            torch.nn.init.normal_(mod.weight, 0, 0.05)
+            torch.nn.init.normal_(mod.bias, 0, 0.1)
+    net = randomize_bn(net).eval()
+    f = tmp_path_factory.mktemp(arch) / "w.safetensors"
+    safetensors_torch.save_file(net.state_dict(), str(f))
+    jm = ji.import_weights(f, arch=arch)
+    tm = Normalized(net, jm.preprocess.mean, jm.preprocess.std).eval()
+    return jm, tm, net
+
+
+@pytest.fixture(scope="module", params=["vgg-mini", "vgg16"])
+def pair(request, tmp_path_factory):
+    if request.param == "vgg-mini":
+        jm, tm, net = make_pair("vgg-mini", tmp_path_factory, num_classes=8, batch_norm=True)
+        x = ji.data.shapes(__import__("jax").random.key(21), 2).images
+        layer = "features.23"
+    else:  # small input, narrow fc layers: the VGG16 conv stack and adaptive pooling at 48x48
+        jm, tm, net = make_pair("vgg16", tmp_path_factory, num_classes=10, hidden=64)
+        x = np.random.default_rng(0).random((2, 48, 48, 3), dtype=np.float32)
+        layer = "features.29"
+    x = np.asarray(x)
+    logits = tm(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy()
+    target = np.argsort(-logits, 1)[:, 1].copy()  # the runner-up class: not a trivial target
+    return jm, tm, net, x, target, layer
+
+
+def nchw(x):
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).requires_grad_(True)
+
+
+def to_nhwc(a):
+    a = a.detach().numpy()
+    return a.transpose(0, 2, 3, 1) if a.ndim == 4 and a.shape[1] == 3 else a
+
+
+def assert_close(ours, theirs, rel=1e-4):
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    assert ours.shape == theirs.shape
+    scale = np.abs(theirs).max()
+    assert scale > 0
+    err = np.abs(ours - theirs).max() / scale
+    assert err < rel, f"max error {err:.2e} of the largest magnitude"
+
+
+def captum(pair, name):
+    jm, tm, net, x, target, layer = pair
+    t = torch.from_numpy(target)
+    inp = nchw(x)
+    if name == "saliency":
+        return to_nhwc(captum_attr.Saliency(tm).attribute(inp, target=t, abs=False))
+    if name == "input_x_gradient":
+        return to_nhwc(captum_attr.InputXGradient(tm).attribute(inp, target=t))
+    if name == "deconvnet":
+        return to_nhwc(captum_attr.Deconvolution(tm).attribute(inp, target=t))
+    if name == "guided_backprop":
+        return to_nhwc(captum_attr.GuidedBackprop(tm).attribute(inp, target=t))
+    lyr = net.features[int(layer.split(".")[1])]
+    if name == "grad_cam_raw":
+        return captum_attr.LayerGradCam(tm, lyr).attribute(inp, target=t)[:, 0].detach().numpy()
+    if name == "grad_cam":
+        a = captum_attr.LayerGradCam(tm, lyr).attribute(inp, target=t, relu_attributions=True)
+        a = captum_attr.LayerAttribution.interpolate(a, tuple(x.shape[1:3]), "bilinear")
+        return a[:, 0].detach().numpy()
+    if name == "guided_grad_cam":
+        return to_nhwc(captum_attr.GuidedGradCam(tm, lyr).attribute(
+            inp, target=t, interpolate_mode="bilinear"))
+    if name == "occlusion":
+        a = captum_attr.Occlusion(tm).attribute(
+            inp, target=t, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), baselines=0.0,
+            perturbations_per_eval=16)
+        return a[:, 0].detach().numpy()
+    raise KeyError(name)
+
+
+def ours(pair, name):
+    jm, tm, net, x, target, layer = pair
+    if name == "grad_cam_raw":
+        return ji.grad_cam(jm, x, target, layer=layer, relu=False, upsample=False)
+    if name == "grad_cam":
+        return ji.grad_cam(jm, x, target, layer=layer)
+    if name == "guided_grad_cam":
+        return ji.guided_grad_cam(jm, x, target, layer=layer)
+    if name == "occlusion":
+        return ji.occlusion(jm, x, target, window=(16, 16), stride=(8, 8))
+    return getattr(ji, name)(jm, x, target)
+
+
+@pytest.mark.parametrize("name", ["saliency", "input_x_gradient", "deconvnet", "guided_backprop",
+                                  "grad_cam_raw", "grad_cam", "guided_grad_cam", "occlusion"])
+def test_parity_with_captum(pair, name):
+    assert_close(ours(pair, name), captum(pair, name))
+
+
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_left", "riemann_right",
+                                    "riemann_middle", "riemann_trapezoid"])
+def test_integrated_gradients_parity(pair, method):
+    # In float64 on both sides. In float32, each framework's rounding puts a few of the
+    # [steps x N] path points' pre-activations on the other side of a ReLU kink or flips a
+    # max-pool argmax; the gradient there jumps, by up to 1e-2 of the largest attribution. Every
+    # single-pass method above is compared in float32.
+    jm, tm, net, x, target, layer = pair
+    with jax.enable_x64(True):
+        jm64 = jm.with_variables(jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64),
+                                                        jm.variables))
+        ours = np.asarray(ji.integrated_gradients(jm64, x.astype(np.float64), target, steps=12,
+                                                  method=method))
+    assert ours.dtype == np.float64
+    tm64 = copy.deepcopy(tm).double()
+    theirs = to_nhwc(captum_attr.IntegratedGradients(tm64).attribute(
+        nchw(x.astype(np.float64)), target=torch.from_numpy(target), n_steps=12, method=method))
+    assert_close(ours, theirs)
