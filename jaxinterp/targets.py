@@ -42,19 +42,21 @@ def as_target(m, target: Any, n: int) -> Target:
     if target is None:
         raise ValueError("target is required: a class index, an int array [N], or a callable "
                          "(logits, feats) -> [N] scores")
-    t = jnp.asarray(target)
+    traced = isinstance(target, jax.core.Tracer)
+    t = target if traced else np.asarray(target)
     if not jnp.issubdtype(t.dtype, jnp.integer):
         raise TypeError(f"target must be an int class index or int array, got dtype {t.dtype}")
     if t.ndim == 0:
-        t = jnp.broadcast_to(t, (n,))
+        t = jnp.broadcast_to(t, (n,)) if traced else np.broadcast_to(t, (n,))
     if t.shape != (n,):
         raise ValueError(f"target must be an int or an int array of shape ({n},), got {t.shape}")
-    if not isinstance(t, jax.core.Tracer):
-        bad = np.asarray(t)[(np.asarray(t) < 0) | (np.asarray(t) >= m.num_classes)]
-        if bad.size:
-            raise ValueError(f"target {bad.tolist()} out of range: {m.arch} has {m.num_classes} "
-                             f"classes (0 … {m.num_classes - 1})")
-    return Target(index=t.astype(jnp.int32))
+    if traced:
+        return Target(index=t.astype(jnp.int32))
+    bad = t[(t < 0) | (t >= m.num_classes)]
+    if bad.size:
+        raise ValueError(f"target {bad.tolist()} out of range: {m.arch} has {m.num_classes} "
+                         f"classes (0 … {m.num_classes - 1})")
+    return Target(index=jnp.asarray(t.astype(np.int32)))
 
 
 @dataclasses.dataclass(frozen=True)

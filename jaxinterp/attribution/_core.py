@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxinterp.model import check_images
 from jaxinterp.targets import Target, as_target
@@ -24,3 +27,26 @@ def total_score(m, t: Target, x, taps=None):
 def input_gradient(m, t: Target, x):
     """d score / d x for every example."""
     return jax.grad(lambda x: total_score(m, t, x)[0])(x)
+
+
+def keeps_sharding(fn):
+    """Decorates `fn(m, x, ...)` so that outputs come back sharded like `x` along its axes.
+
+    XLA propagates a batch sharding through most methods by itself; where it chooses another
+    layout (e.g. after a reduction over samples) the result is moved back.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(m, x, *args, **kwargs):
+        out = fn(m, x, *args, **kwargs)
+        sharding = getattr(x, "sharding", None)
+        if isinstance(x, jax.core.Tracer) or not isinstance(sharding, NamedSharding):
+            return out
+
+        def place(a):
+            spec = PartitionSpec(*tuple(sharding.spec)[: a.ndim])
+            return jax.device_put(a, NamedSharding(sharding.mesh, spec))
+
+        return jax.tree_util.tree_map(place, out)
+
+    return wrapper

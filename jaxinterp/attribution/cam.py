@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.attribution._core import prepare, total_score
+from jaxinterp.attribution._core import keeps_sharding, prepare, total_score
 from jaxinterp.attribution.gradients import _gradient
 
 INTERPOLATIONS = ("bilinear", "nearest")
@@ -46,6 +46,7 @@ def _grad_cam(m, x, t, layer, relu, upsample, interpolation, weighting):
     return _resize(cam, x.shape[1:3], interpolation) if upsample else cam
 
 
+@keeps_sharding
 def grad_cam(m, x, target, layer: str | None = None, relu: bool = True, upsample: bool = True,
              *, interpolation: str = "bilinear", weighting: str = "gradient") -> jax.Array:
     """Grad-CAM (Selvaraju et al. 2017): feature maps weighted by their mean gradient.
@@ -74,6 +75,7 @@ def _guided_grad_cam(m, x, t, layer, interpolation):
     return _gradient(m, x, t, rule="guided") * cam[..., None]
 
 
+@keeps_sharding
 def guided_grad_cam(m, x, target, layer: str | None = None, *,
                     interpolation: str = "bilinear") -> jax.Array:
     """Guided Grad-CAM: guided backprop times the upsampled, rectified Grad-CAM map.
@@ -103,6 +105,7 @@ def _cam(m, x, t, layer, upsample, interpolation):
     return _resize(cam, x.shape[1:3], interpolation) if upsample else cam
 
 
+@keeps_sharding
 def cam(m, x, target, *, upsample: bool = True, interpolation: str = "bilinear") -> jax.Array:
     """Class activation map (Zhou et al. 2016) of a GAP-head model: `sum_c w[c, k] A_c`.
 

@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.attribution._core import input_gradient, prepare
+from jaxinterp.attribution._core import input_gradient, keeps_sharding, prepare
 from jaxinterp.rules import RULES
 
 
@@ -18,6 +18,7 @@ def _gradient(m, x, t, rule=None, absolute=False, times_input=False):
     return jnp.abs(g) if absolute else g
 
 
+@keeps_sharding
 def saliency(m, x, target, *, abs: bool = False) -> jax.Array:  # noqa: A002
     """Vanilla gradient of the target score with respect to the input (Simonyan et al. 2013).
 
@@ -33,12 +34,14 @@ def saliency(m, x, target, *, abs: bool = False) -> jax.Array:  # noqa: A002
     return _gradient(m, x, t, absolute=abs)
 
 
+@keeps_sharding
 def input_x_gradient(m, x, target) -> jax.Array:
     """Input times gradient (Shrikumar et al. 2016). Args as `saliency`; returns `[N, H, W, 3]`."""
     x, t = prepare(m, x, target)
     return _gradient(m, x, t, times_input=True)
 
 
+@keeps_sharding
 def deconvnet(m, x, target) -> jax.Array:
     """DeconvNet (Zeiler & Fergus 2014): every ReLU passes back the rectified gradient.
 
@@ -48,6 +51,7 @@ def deconvnet(m, x, target) -> jax.Array:
     return _gradient(m, x, t, rule="deconv")
 
 
+@keeps_sharding
 def guided_backprop(m, x, target) -> jax.Array:
     """Guided backpropagation (Springenberg et al. 2015): gradient passes where both the ReLU's
     input and the incoming gradient are positive. Args as `saliency`; returns `[N, H, W, 3]`."""

@@ -8,7 +8,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.attribution._core import prepare
+from jaxinterp.attribution._core import keeps_sharding, prepare
 from jaxinterp.attribution.gradients import saliency
 from jaxinterp.chunking import chunked_map
 
@@ -18,7 +18,10 @@ KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 @functools.partial(jax.jit, static_argnames=("method", "samples", "kind", "batch_size"))
 def _smooth(m, x, t, key, noise, method, samples, kind, batch_size):
     sigma = noise * (x.max((1, 2, 3)) - x.min((1, 2, 3)))
-    eps = jax.random.normal(key, (samples, *x.shape), x.dtype)
+    if key.ndim == 0:  # one key: example i draws from fold_in(key, i)
+        key = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(x.shape[0]))
+    eps = jax.vmap(lambda k: jax.random.normal(k, (samples, *x.shape[1:]), x.dtype))(key)
+    eps = eps.swapaxes(0, 1)  # [samples, N, H, W, 3]
     a = chunked_map(lambda e: method(m, x + sigma[:, None, None, None] * e, t), eps, batch_size)
     if kind == "smoothgrad":
         return a.mean(0)
@@ -27,6 +30,7 @@ def _smooth(m, x, t, key, noise, method, samples, kind, batch_size):
     return (a * a).mean(0) - a.mean(0) ** 2  # vargrad, as Captum's NoiseTunnel
 
 
+@keeps_sharding
 def smooth_grad(m, x, target, method: Callable = saliency, samples: int = 50,
                 noise: float = 0.15, kind: str = "smoothgrad", key: jax.Array | None = None,
                 batch_size: int | None = None) -> jax.Array:
@@ -41,7 +45,9 @@ def smooth_grad(m, x, target, method: Callable = saliency, samples: int = 50,
       samples: noisy copies per image.
       noise: noise standard deviation as a fraction of each image's (max - min), as in the paper.
       kind: "smoothgrad" (mean), "smoothgrad_sq" (mean of squares), "vargrad" (variance).
-      key: PRNG key for the noise; `jax.random.key(0)` if omitted (runs repeat exactly).
+      key: PRNG key for the noise, `jax.random.key(0)` if omitted (runs repeat exactly); or
+        one key per example, shape `[N]`, so that an example's noise does not depend on the
+        batch it is in.
       batch_size: evaluate this many samples at a time (memory bound); None: all at once.
     Returns:
       An array shaped like `method`'s output.
@@ -54,4 +60,7 @@ def smooth_grad(m, x, target, method: Callable = saliency, samples: int = 50,
         raise ValueError(f"noise must be >= 0, got {noise}")
     x, t = prepare(m, x, target)
     key = jax.random.key(0) if key is None else key
+    if key.ndim not in (0, 1) or (key.ndim == 1 and key.shape[0] != x.shape[0]):
+        raise ValueError(f"key must be one PRNG key or one per example ({x.shape[0]}), got "
+                         f"shape {key.shape}")
     return _smooth(m, x, t, key, jnp.asarray(noise, x.dtype), method, samples, kind, batch_size)

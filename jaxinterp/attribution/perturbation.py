@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.attribution._core import input_gradient, prepare, total_score
+from jaxinterp.attribution._core import input_gradient, keeps_sharding, prepare, total_score
 from jaxinterp.chunking import chunked_map
 
 IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
-              "riemann_trapezoid")
+              "riemann_trapezoid", "trapezoid")
 
 
 def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -27,7 +27,12 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         return 0.5 * (x + 1), 0.5 * w
     n = steps
     w = np.full(n, 1.0 / n)
-    if method == "riemann_trapezoid":
+    if method == "trapezoid":  # the exact trapezoid rule on n points: spacing 1 / (n - 1)
+        w = np.full(n, 1.0 / (n - 1))
+        w[0] /= 2
+        w[-1] /= 2
+        a = np.linspace(0, 1, n)
+    elif method == "riemann_trapezoid":  # Captum's: spacing 1 / n, so weights sum to (n - 1) / n
         w[0] /= 2
         w[-1] /= 2
         a = np.linspace(0, 1, n)
@@ -49,6 +54,7 @@ def _ig(m, x, t, baseline, alphas, weights, batch_size, return_delta):
     return attr, attr.sum((1, 2, 3)) - (f(x) - f(base))
 
 
+@keeps_sharding
 def integrated_gradients(m, x, target, baseline=0.0, steps: int = 50,
                          method: str = "gausslegendre", batch_size: int | None = None,
                          return_delta: bool = False):
@@ -61,7 +67,9 @@ def integrated_gradients(m, x, target, baseline=0.0, steps: int = 50,
       baseline: scalar or array broadcastable to `x` (black by default).
       steps: points on the path.
       method: "gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
-        "riemann_trapezoid".
+        "riemann_trapezoid" (Captum's rules, numerically identical to Captum), or "trapezoid".
+        Captum's "riemann_trapezoid" places n points with spacing 1/(n-1) but weights them by
+        1/n, so its attributions are scaled by (n-1)/n; "trapezoid" is the exact rule.
       batch_size: path points evaluated at a time (memory bound); None: all at once.
       return_delta: also return the completeness error per example,
         `sum(attr) - (f(x) - f(baseline))` (Captum's convergence delta).
@@ -104,6 +112,7 @@ def _occlusion(m, x, t, baseline, masks, batch_size):
     return jnp.einsum("pn,phw->nhw", diffs, masks) / jnp.maximum(count, 1)
 
 
+@keeps_sharding
 def occlusion(m, x, target, window=(16, 16), stride=(8, 8), baseline=0.0,
               batch_size: int | None = None) -> jax.Array:
     """Occlusion sensitivity with Captum's definition.
