@@ -1,6 +1,6 @@
 """jaxinterp: neural-network interpretability for JAX and Flax."""
 
-from jaxinterp import data, rules, targets
+from jaxinterp import data, evaluation, images, rules, targets, viz
 from jaxinterp.attribution import (cam, deconvnet, grad_cam, guided_backprop, guided_grad_cam,
                                    input_x_gradient, integrated_gradients, occlusion, saliency,
                                    smooth_grad)
@@ -13,9 +13,11 @@ __all__ = [
     "CheckpointError",
     "cam",
     "deconvnet",
+    "evaluation",
     "grad_cam",
     "guided_backprop",
     "guided_grad_cam",
+    "images",
     "input_x_gradient",
     "integrated_gradients",
     "occlusion",
@@ -23,6 +25,7 @@ __all__ = [
     "saliency",
     "smooth_grad",
     "targets",
+    "viz",
     "Model",
     "Preprocess",
     "check_images",

@@ -3,6 +3,7 @@
     jaxinterp info [MODEL]                              layers, shapes, parameters, preprocessing
     jaxinterp weights import SRC --arch vgg16 --out DIR torchvision .pth/.safetensors, Keras .h5
     jaxinterp predict [IMAGE ...] [--model M] [--top K] class names and percentages
+    jaxinterp attribute [IMAGE ...] --method a,b --out DIR   the seed's pictures and figures
 """
 
 from __future__ import annotations
@@ -133,6 +134,147 @@ def cmd_predict(args) -> int:
     return 0
 
 
+ATTRIBUTION_METHODS = ("saliency", "input_x_gradient", "deconvnet", "guided_backprop",
+                       "grad_cam", "guided_grad_cam", "cam", "smooth_grad",
+                       "integrated_gradients", "occlusion")
+PICTURES = ("colored", "negative", "positive", "heatmap", "overlay")
+
+
+def _load_inputs(args, m):
+    """(names, images [N, H, W, 3], failures) from files, or shapes samples when none given."""
+    import jax
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp.images import load_image
+
+    if not args.images:
+        b = ji.data.shapes(jax.random.key(args.seed), args.samples, size=m.input_size[0])
+        return [f"shapes{i}" for i in range(args.samples)], np.asarray(b.images), []
+    names, images, failed = [], [], []
+    for path in args.images:
+        try:
+            images.append(load_image(path, m.input_size, fit=args.fit))
+            names.append(Path(path).stem)
+        except (OSError, ValueError) as e:
+            failed.append(str(e))
+            print(f"error: {e}", file=sys.stderr)
+    return names, (np.stack(images) if images else None), failed
+
+
+def _targets(arg, m, logits):
+    import numpy as np
+
+    if arg == "auto":
+        return np.asarray(logits).argmax(-1)
+    if arg.lstrip("-").isdigit():
+        t = int(arg)
+    elif arg in m.classes:
+        t = m.classes.index(arg)
+    else:
+        raise ValueError(f"--target must be auto, a class index or a class name of {m.arch} "
+                         f"({', '.join(m.classes[:10])}{', ...' if m.num_classes > 10 else ''}); "
+                         f"got {arg!r}")
+    if not 0 <= t < m.num_classes:
+        raise ValueError(f"--target {t} out of range: {m.arch} has {m.num_classes} classes")
+    return np.full(len(logits), t)
+
+
+def cmd_attribute(args) -> int:
+    import jax
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp import viz
+    from jaxinterp.images import save_image
+
+    methods = [s.strip() for s in args.method.split(",") if s.strip()]
+    unknown = [s for s in methods if s not in ATTRIBUTION_METHODS]
+    if unknown:
+        raise ValueError(f"unknown --method {', '.join(unknown)}; valid: "
+                         f"{', '.join(ATTRIBUTION_METHODS)}")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise FileExistsError(f"{out} is not empty; pass --force to overwrite")
+    m = ji.load_model(args.model)
+    if "cam" in methods and m.module.head != "gap":
+        raise ValueError(f"--method cam needs a GAP-head model; {m.arch} has none (use grad_cam)")
+    names, x, failed = _load_inputs(args, m)
+    if x is not None:
+        logits = jax.jit(lambda m, x: m(x)[0])(m, x)
+        target = _targets(args.target, m, logits)
+        fns = {"smooth_grad": lambda m, x, t: ji.smooth_grad(m, x, t, samples=args.samples_sg,
+                                                             batch_size=args.batch_size),
+               "integrated_gradients": lambda m, x, t: ji.integrated_gradients(
+                   m, x, t, steps=args.steps, batch_size=args.batch_size),
+               "occlusion": lambda m, x, t: ji.occlusion(m, x, t, batch_size=args.batch_size)}
+        attrs = {}
+        for name in progress(methods, desc="attribute", unit="method"):
+            attrs[name] = np.asarray(fns.get(name, getattr(ji, name, None))(m, x, target))
+        out.mkdir(parents=True, exist_ok=True)
+        rows = {}
+        for i, stem in enumerate(names):
+            d = out / stem
+            d.mkdir(exist_ok=True)
+            save_image(x[i], d / "original.png")
+            rows[stem] = {}
+            for name in methods:
+                row = viz.seed_row(x[i], attrs[name][i])
+                rows[stem][name] = row
+                for pic, img in zip(PICTURES, row[1:]):
+                    save_image(img, d / f"{name}_{pic}.png")
+            _table_figure(plt, rows[stem], f"{stem}: target {m.classes[int(target[i])]}",
+                          d / "table.png")
+        _compare_figure(plt, x, rows, names, methods, m, target, out / "compare.png")
+        print(f"wrote {len(names)} x {len(methods)} attributions to {out}")
+    if failed:
+        print(f"{len(failed)} of {len(failed) + len(names)} images failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _table_figure(plt, rows, title, path):
+    """The seed's table: one row per method, columns original | colored | ... | overlay."""
+    from jaxinterp.viz import SEED_COLUMNS
+
+    fig, axes = plt.subplots(len(rows), 6, figsize=(12, 2.1 * len(rows) + 0.4), squeeze=False)
+    for r, (name, row) in enumerate(rows.items()):
+        for c, img in enumerate(row):
+            axes[r, c].imshow(img)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(SEED_COLUMNS[c], fontsize=9)
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _compare_figure(plt, x, rows, names, methods, m, target, path):
+    """All methods side by side: one row per image, original then each method's overlay."""
+    fig, axes = plt.subplots(len(names), len(methods) + 1,
+                             figsize=(1.9 * (len(methods) + 1), 1.9 * len(names) + 0.4),
+                             squeeze=False)
+    for r, stem in enumerate(names):
+        panels = [x[r]] + [rows[stem][name][5] for name in methods]
+        for c, img in enumerate(panels):
+            axes[r, c].imshow(img)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title((["original"] + methods)[c], fontsize=8)
+        axes[r, 0].set_ylabel(f"{stem}\n{m.classes[int(target[r])]}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxinterp", description="Interpretability for JAX/Flax VGGs.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -162,6 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="seed of the shapes samples")
     p.add_argument("--batch", type=int, default=32, help="images per forward pass")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("attribute", help="attribution pictures and figures (seed layout)")
+    p.add_argument("images", nargs="*", help="image files (default: shapes samples)")
+    p.add_argument("--model", default=None, help="model name or checkpoint (default vgg-mini)")
+    p.add_argument("--method", default="saliency,guided_backprop,grad_cam,guided_grad_cam,"
+                   "integrated_gradients", help="comma-separated: " + ", ".join(ATTRIBUTION_METHODS))
+    p.add_argument("--target", default="auto",
+                   help="auto (predicted class), a class index, or a class name")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--fit", choices=["resize", "crop"], default="resize")
+    p.add_argument("--samples", type=int, default=4, help="shapes samples when no image is given")
+    p.add_argument("--seed", type=int, default=1, help="seed of the shapes samples")
+    p.add_argument("--steps", type=int, default=50, help="integrated-gradients steps")
+    p.add_argument("--samples-sg", type=int, default=50, help="SmoothGrad samples")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="bound memory: samples / steps / windows evaluated at a time")
+    p.set_defaults(func=cmd_attribute)
     return ap
 
 

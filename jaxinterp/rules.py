@@ -10,37 +10,25 @@ import jax
 import jax.numpy as jnp
 
 
-@jax.custom_vjp
-def guided_relu(x):
-    """ReLU whose gradient passes only where the input and the incoming gradient are positive."""
-    return jnp.maximum(x, 0)
+def _relu_with_backward(backward, name, doc):
+    """`max(x, 0)` whose vjp is `backward(x, g)`."""
+
+    @jax.custom_vjp
+    def relu(x):
+        return jnp.maximum(x, 0)
+
+    relu.defvjp(lambda x: (jnp.maximum(x, 0), x), lambda x, g: (backward(x, g).astype(g.dtype),))
+    relu.__name__ = relu.__qualname__ = name
+    relu.__doc__ = doc
+    return relu
 
 
-def _guided_fwd(x):
-    return jnp.maximum(x, 0), x
+guided_relu = _relu_with_backward(
+    lambda x, g: jnp.where(x > 0, jnp.maximum(g, 0), 0), "guided_relu",
+    "ReLU whose gradient passes only where the input and the incoming gradient are positive.")
 
-
-def _guided_bwd(x, g):
-    return (jnp.where(x > 0, jnp.maximum(g, 0), 0).astype(g.dtype),)
-
-
-guided_relu.defvjp(_guided_fwd, _guided_bwd)
-
-
-@jax.custom_vjp
-def deconv_relu(x):
-    """ReLU whose gradient is the rectified incoming gradient, whatever the forward sign."""
-    return jnp.maximum(x, 0)
-
-
-def _deconv_fwd(x):
-    return jnp.maximum(x, 0), None
-
-
-def _deconv_bwd(_, g):
-    return (jnp.maximum(g, 0),)
-
-
-deconv_relu.defvjp(_deconv_fwd, _deconv_bwd)
+deconv_relu = _relu_with_backward(
+    lambda x, g: jnp.maximum(g, 0), "deconv_relu",
+    "ReLU whose gradient is the rectified incoming gradient, whatever the forward sign.")
 
 RULES = {"guided": guided_relu, "deconv": deconv_relu}

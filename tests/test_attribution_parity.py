@@ -12,7 +12,7 @@ captum_attr = pytest.importorskip("captum.attr")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 import jaxinterp as ji  # noqa: E402
-from torch_vgg import TorchVGG, randomize_bn  # noqa: E402
+from torch_vgg import seeded_vgg  # noqa: E402
 
 
 class Normalized(torch.nn.Module):
@@ -29,16 +29,7 @@ class Normalized(torch.nn.Module):
 
 
 def make_pair(arch, tmp_path_factory, **kw):
-    torch.manual_seed(0)
-    net = TorchVGG(arch, **kw)
-    for mod in net.modules():
-        if isinstance(mod, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
-            torch.nn.init.normal_(mod.bias, 0, 0.1)
-        elif isinstance(mod, torch.nn.Linear):
-            torch.nn.init.normal_(mod.weight, 0, 0.05)
-            torch.nn.init.normal_(mod.bias, 0, 0.1)
-    net = randomize_bn(net).eval()
+    net = seeded_vgg(arch, 0, dense_std=0.05, bias_std=0.1, **kw)
     f = tmp_path_factory.mktemp(arch) / "w.safetensors"
     safetensors_torch.save_file(net.state_dict(), str(f))
     jm = ji.import_weights(f, arch=arch)

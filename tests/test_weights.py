@@ -9,22 +9,13 @@ h5py = pytest.importorskip("h5py")
 
 import jaxinterp as ji  # noqa: E402
 from jaxinterp.model import CAFFE  # noqa: E402
-from torch_vgg import TorchVGG, randomize_bn  # noqa: E402
+from torch_vgg import seeded_vgg  # noqa: E402
 
 SIZES = [(224, 224), (160, 128)]
 
 
 def torch_model(arch, seed, **kw):
-    torch.manual_seed(seed)
-    m = TorchVGG(arch, **kw)
-    for mod in m.modules():  # torchvision's init, with non-zero biases so biases are tested
-        if isinstance(mod, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
-            torch.nn.init.normal_(mod.bias, 0, 0.05)
-        elif isinstance(mod, torch.nn.Linear):
-            torch.nn.init.normal_(mod.weight, 0, 0.01)
-            torch.nn.init.normal_(mod.bias, 0, 0.05)
-    return randomize_bn(m, seed).eval()
+    return seeded_vgg(arch, seed, **kw)
 
 
 def images(n, h, w, seed=0):
@@ -83,7 +74,7 @@ def keras_h5(tm, path):
     """Writes `tm`'s weights as Keras's VGG h5 (block1_conv1 … predictions; HWIO; HWC flatten)."""
     sd = {k: v.numpy() for k, v in tm.state_dict().items()}
     convs = [i for i, mod in enumerate(tm.features) if isinstance(mod, torch.nn.Conv2d)]
-    names, b, c, prev = [], 1, 0, 0
+    b, c, prev = 1, 0, 0
     layers = {}
     for i in convs:
         if any(isinstance(tm.features[j], torch.nn.MaxPool2d) for j in range(prev, i)):

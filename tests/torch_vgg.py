@@ -59,3 +59,18 @@ def randomize_bn(model, seed=0):
             mod.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
             mod.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
     return model
+
+
+def seeded_vgg(arch, seed, dense_std=0.01, bias_std=0.05, **kw):
+    """A `TorchVGG` in eval mode with torchvision's init (convs kaiming fan_out, dense N(0, std)),
+    non-zero biases so that biases are tested, and random BatchNorm statistics."""
+    torch.manual_seed(seed)
+    net = TorchVGG(arch, **kw)
+    for mod in net.modules():
+        if isinstance(mod, nn.Conv2d):
+            nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.normal_(mod.bias, 0, bias_std)
+        elif isinstance(mod, nn.Linear):
+            nn.init.normal_(mod.weight, 0, dense_std)
+            nn.init.normal_(mod.bias, 0, bias_std)
+    return randomize_bn(net, seed).eval()

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.attribution._core import input_gradient, keeps_sharding, prepare, total_score
+from jaxinterp.attribution._core import input_gradient, keeps_sharding, prepare
 from jaxinterp.chunking import chunked_map
 
 IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",

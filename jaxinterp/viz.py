@@ -1,0 +1,173 @@
+"""Attributions -> pictures: colored / positive / negative gradients, heat maps, overlays, grids.
+
+Every function takes arrays (jax or numpy) and returns float32 numpy images in [0, 1]:
+`[N, H, W, 3]` for batches, or one image `[H, W, 3]` where a single one is given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIGNS = ("all", "positive", "negative", "absolute_value")
+METHODS = ("heat_map", "blended_heat_map", "masked_image", "alpha_scaling", "original_image")
+
+
+def _batch(a, ndim):
+    a = np.asarray(a, np.float32)
+    single = a.ndim == ndim - 1
+    return (a[None] if single else a), single
+
+
+def _per_image_max(a):
+    m = np.abs(a).reshape(len(a), -1).max(1)
+    return np.where(m > 0, m, 1.0).reshape((-1,) + (1,) * (a.ndim - 1))
+
+
+def colored(attr) -> np.ndarray:
+    """Colored gradient: each image's signed attribution min-max scaled to [0, 1]."""
+    a, single = _batch(attr, 4)
+    flat = a.reshape(len(a), -1)
+    lo = flat.min(1).reshape(-1, 1, 1, 1)
+    span = (flat.max(1) - flat.min(1)).reshape(-1, 1, 1, 1)
+    out = (a - lo) / np.where(span > 0, span, 1.0)
+    return out[0] if single else out
+
+
+def split_sign(attr) -> tuple[np.ndarray, np.ndarray]:
+    """`(positive, negative)` parts, both >= 0, with `positive - negative == attr`."""
+    a = np.asarray(attr, np.float32)
+    return np.maximum(a, 0), np.maximum(-a, 0)
+
+
+def positive(attr) -> np.ndarray:
+    """Positive gradient picture: the positive part scaled by each image's maximum of it."""
+    a, single = _batch(attr, 4)
+    p = np.maximum(a, 0)
+    out = p / _per_image_max(p)
+    return out[0] if single else out
+
+
+def negative(attr) -> np.ndarray:
+    """Negative gradient picture: the negative part (as positive values) scaled per image."""
+    return positive(-np.asarray(attr, np.float32))
+
+
+def gray_heatmap(attr, percentile: float = 99.0) -> np.ndarray:
+    """Gray heat map: max |attr| over channels, clipped at the per-image percentile, in [0, 1].
+
+    Args:
+      attr: `[N, H, W, 3]` or `[N, H, W]` attributions (or one of them).
+      percentile: values above this percentile of the image's map become 1.
+    Returns:
+      `[N, H, W]` (or `[H, W]`).
+    """
+    a = np.asarray(attr, np.float32)
+    single = a.ndim == 3 and a.shape[-1] == 3 or a.ndim == 2
+    a = a[None] if single else a
+    h = np.abs(a).max(-1) if a.ndim == 4 else np.abs(a)
+    top = np.percentile(h.reshape(len(h), -1), percentile, axis=1).reshape(-1, 1, 1)
+    out = np.clip(h / np.where(top > 0, top, 1.0), 0, 1)
+    return out[0] if single else out
+
+
+def colormap(values, cmap: str = "jet") -> np.ndarray:
+    """Maps values in [0, 1] (any shape) to RGB with a matplotlib colormap: shape + (3,)."""
+    import matplotlib
+
+    rgba = np.asarray(matplotlib.colormaps[cmap](np.clip(np.asarray(values), 0, 1)), np.float32)
+    return rgba[..., :3]
+
+
+def overlay(image, heat, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Heat map (values in [0, 1], `[.., H, W]`) blended on the image: (1-alpha) image + alpha color."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    image = np.asarray(image, np.float32)
+    return (1 - alpha) * image + alpha * colormap(heat, cmap)
+
+
+def _cumulative_threshold(values: np.ndarray, percentile: float) -> float:
+    """Captum's outlier threshold: the value where the sorted cumulative sum reaches percentile."""
+    v = np.sort(values.ravel())
+    cum = np.cumsum(v)
+    if cum[-1] == 0:
+        return 1.0
+    i = np.where(cum >= cum[-1] * 0.01 * percentile)[0][0]
+    return float(v[i]) or 1.0
+
+
+def visualize(attr, image=None, method: str = "heat_map", sign: str = "absolute_value",
+              outlier_perc: float = 2.0, cmap: str | None = None, alpha: float = 0.5) -> np.ndarray:
+    """One image's attribution as a picture, with Captum's `visualize_image_attr` conventions.
+
+    The attribution is summed over channels, the chosen sign kept, and divided by the threshold
+    that leaves out the top `outlier_perc` % of the cumulative |attribution| (values above -> 1).
+
+    Args:
+      attr: `[H, W, 3]` or `[H, W]` attribution.
+      image: `[H, W, 3]` in [0, 1]; needed by every method but "heat_map".
+      method: "heat_map", "blended_heat_map", "masked_image", "alpha_scaling", "original_image".
+      sign: "all" (diverging colors), "positive", "negative", "absolute_value".
+      outlier_perc: percent of the cumulative attribution treated as outliers.
+      cmap: matplotlib colormap (default: "bwr" for "all", "Greens"/"Reds"/"Blues" otherwise).
+      alpha: heat map weight in "blended_heat_map".
+    Returns:
+      `[H, W, 3]` RGB in [0, 1].
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if sign not in SIGNS:
+        raise ValueError(f"sign must be one of {SIGNS}, got {sign!r}")
+    a = np.asarray(attr, np.float32)
+    a = a.sum(-1) if a.ndim == 3 else a
+    if method != "heat_map" and image is None:
+        raise ValueError(f"method {method!r} needs the image")
+    if sign == "all":
+        norm = np.clip(a / _cumulative_threshold(np.abs(a), 100 - outlier_perc), -1, 1)
+        vals, cmap = (norm + 1) / 2, cmap or "bwr"
+    else:
+        part = {"positive": np.maximum(a, 0), "negative": np.maximum(-a, 0),
+                "absolute_value": np.abs(a)}[sign]
+        vals = np.clip(part / _cumulative_threshold(part, 100 - outlier_perc), 0, 1)
+        cmap = cmap or {"positive": "Greens", "negative": "Reds", "absolute_value": "Blues"}[sign]
+    if method == "heat_map":
+        return colormap(vals, cmap)
+    image = np.asarray(image, np.float32)
+    if method == "original_image":
+        return image
+    if method == "blended_heat_map":
+        return overlay(image, vals, alpha, cmap)
+    weight = vals if sign != "all" else np.abs(vals * 2 - 1)
+    if method == "masked_image":
+        return image * (weight > 0)[..., None]
+    return image * weight[..., None]  # alpha_scaling
+
+
+def grid(images, ncols: int | None = None, pad: int = 2, fill: float = 1.0) -> np.ndarray:
+    """Tiles `[N, H, W, 3]` (or `[N, H, W]`) images into one picture, row by row."""
+    a = np.asarray(images, np.float32)
+    if a.ndim == 3:
+        a = np.repeat(a[..., None], 3, -1)
+    n, h, w, c = a.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = -(-n // ncols)
+    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), fill, np.float32)
+    for i in range(n):
+        r, k = divmod(i, ncols)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = a[i]
+    return out
+
+
+def seed_row(image, attr, alpha: float = 0.5, cmap: str = "jet") -> list[np.ndarray]:
+    """The seed documents' row: original, colored, negative, positive, gray heat map, overlay."""
+    a = np.asarray(attr, np.float32)
+    if a.ndim == 2:  # a CAM-like map: show it in the three gradient panels as gray
+        a = np.repeat(a[..., None], 3, -1)
+    heat = gray_heatmap(a)
+    gray = lambda v: np.repeat(np.asarray(v)[..., None], 3, -1)  # noqa: E731
+    return [np.asarray(image, np.float32), colored(a), gray(negative(a).max(-1)),
+            gray(positive(a).max(-1)), gray(heat), overlay(image, heat, alpha, cmap)]
+
+
+SEED_COLUMNS = ("original", "colored gradient", "negative gradient", "positive gradient",
+                "heat map", "overlay")
