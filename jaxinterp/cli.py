@@ -4,6 +4,8 @@
     jaxinterp weights import SRC --arch vgg16 --out DIR torchvision .pth/.safetensors, Keras .h5
     jaxinterp predict [IMAGE ...] [--model M] [--top K] class names and percentages
     jaxinterp attribute [IMAGE ...] --method a,b --out DIR   the seed's pictures and figures
+    jaxinterp filters --layer L --out F.png              a conv layer's filters as a grid
+    jaxinterp activations [IMAGE] --layer L --out F.png  an image's feature maps as a grid
 """
 
 from __future__ import annotations
@@ -275,6 +277,69 @@ def _compare_figure(plt, x, rows, names, methods, m, target, path):
     plt.close(fig)
 
 
+def _conv_layer(m, layer):
+    name = m.resolve(layer)
+    spec = next(s for s in m.specs if s.name == name)
+    if spec.kind != "conv":
+        raise ValueError(f"--layer {layer} is a {spec.kind} layer; filters need a conv layer "
+                         f"({', '.join(s.alias for s in m.specs if s.kind == 'conv')})")
+    return name
+
+
+def cmd_filters(args) -> int:
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp import viz
+    from jaxinterp.images import save_image
+    from jaxinterp.models.vgg import param_name
+
+    m = ji.load_model(args.model)
+    k = np.asarray(m.params[param_name(_conv_layer(m, args.layer))]["kernel"])  # [3, 3, in, out]
+    k = k.transpose(3, 0, 1, 2)  # [out, 3, 3, in]
+    tiles = k if k.shape[-1] == 3 else k.mean(-1)  # RGB filters, else the mean over inputs
+    lo = tiles.reshape(len(tiles), -1).min(1).reshape((-1,) + (1,) * (tiles.ndim - 1))
+    hi = tiles.reshape(len(tiles), -1).max(1).reshape((-1,) + (1,) * (tiles.ndim - 1))
+    tiles = (tiles - lo) / np.where(hi > lo, hi - lo, 1)
+    tiles = np.repeat(np.repeat(tiles, args.zoom, 1), args.zoom, 2)
+    _save_new(save_image, viz.grid(tiles, pad=1), args.out, args.force)
+    print(f"wrote {len(tiles)} filters of {args.layer} to {args.out}")
+    return 0
+
+
+def cmd_activations(args) -> int:
+    import jax
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp import viz
+    from jaxinterp.images import load_image, save_image
+
+    m = ji.load_model(args.model)
+    name = m.resolve(args.layer)
+    if args.image:
+        x = load_image(args.image, m.input_size, fit=args.fit)[None]
+    else:
+        x = np.asarray(ji.data.shapes(jax.random.key(args.seed), 1, size=m.input_size[0]).images)
+    a = np.asarray(m(x)[1][name][0])
+    if a.ndim != 3:
+        raise ValueError(f"--layer {args.layer} has no spatial maps (shape {a.shape})")
+    maps = a.transpose(2, 0, 1)
+    hi = maps.reshape(len(maps), -1).max(1)[:, None, None]
+    lo = maps.reshape(len(maps), -1).min(1)[:, None, None]
+    maps = (maps - lo) / np.where(hi > lo, hi - lo, 1)
+    _save_new(save_image, viz.grid(maps, pad=1), args.out, args.force)
+    print(f"wrote {len(maps)} feature maps of {args.layer} to {args.out}")
+    return 0
+
+
+def _save_new(save, image, path, force):
+    if Path(path).exists() and not force:
+        raise FileExistsError(f"{path} exists; pass --force to overwrite")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save(image, path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxinterp", description="Interpretability for JAX/Flax VGGs.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -322,6 +387,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None,
                    help="bound memory: samples / steps / windows evaluated at a time")
     p.set_defaults(func=cmd_attribute)
+
+    p = sub.add_parser("filters", help="a conv layer's filters as a grid (first layer: RGB)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--layer", default="features.0", help="conv layer name or alias")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--zoom", type=int, default=8, help="pixels per filter tap")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_filters)
+
+    p = sub.add_parser("activations", help="an image's feature maps at a layer, as a grid")
+    p.add_argument("image", nargs="?", default=None, help="image (default: a shapes sample)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--layer", required=True, help="layer name or alias")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--fit", choices=["resize", "crop"], default="resize")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_activations)
     return ap
 
 

@@ -82,6 +82,9 @@ def save_model(m: model_lib.Model, path: str | os.PathLike, *, overwrite: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is an ordinary dir
         variables = jax.tree_util.tree_map(np.asarray, m.variables)
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "state", variables)

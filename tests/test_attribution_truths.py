@@ -56,14 +56,33 @@ def test_custom_vjp_rules():
     np.testing.assert_array_equal(vjp(g)[0], [1, 0, 0, 1])  # gradient > 0, any input
 
 
-def test_integrated_gradients_completeness(default_model):
-    b = ji.data.shapes(jax.random.key(9), 4)
-    attr, delta = ji.integrated_gradients(default_model, b.images, b.labels, steps=64,
-                                          return_delta=True)
-    f = lambda x: jnp.take_along_axis(default_model(x)[0], b.labels[:, None], 1)[:, 0]  # noqa: E731
-    gap = f(b.images) - f(jnp.zeros_like(b.images))
+def _completeness(m, x, y, steps):
+    attr, delta = ji.integrated_gradients(m, x, y, steps=steps, return_delta=True, batch_size=64)
+    f = lambda x: jnp.take_along_axis(m(x)[0], y[:, None], 1)[:, 0]  # noqa: E731
+    gap = f(x) - f(jnp.zeros_like(x))
     np.testing.assert_allclose(attr.sum((1, 2, 3)) - gap, delta, rtol=1e-4, atol=1e-4)
-    assert np.all(np.abs(delta) <= 0.01 * np.abs(gap)), (delta, gap)
+    return np.abs(np.asarray(delta / gap))
+
+
+def test_integrated_gradients_completeness_smooth_network(default_model):
+    # The trained weights with softplus and average pooling: a smooth integrand, on which
+    # Gauss-Legendre converges fast.
+    from jaxinterp.model import Model
+
+    smooth = Model(default_model.module.clone(act=jax.nn.softplus, pool="avg"),
+                   default_model.variables, default_model.meta)
+    b = ji.data.shapes(jax.random.key(9), 4)
+    assert np.all(_completeness(smooth, b.images, b.labels, 64) <= 0.01)
+
+
+def test_integrated_gradients_completeness_trained_relu_network(default_model):
+    # ReLU and max-pool kinks along the path limit any quadrature: measured |delta| / |gap| up
+    # to 2.8 % at 64 Gauss-Legendre steps on these images, 0.26 % at 256.
+    b = ji.data.shapes(jax.random.key(9), 4)
+    err64 = _completeness(default_model, b.images, b.labels, 64)
+    err256 = _completeness(default_model, b.images, b.labels, 256)
+    assert np.all(err256 <= 0.01)
+    assert err256.mean() < err64.mean() and np.all(err64 <= 0.05)
 
 
 def test_grad_cam_is_proportional_to_cam_on_gap_model(default_model):

@@ -126,3 +126,18 @@ def test_attribute_bad_method_and_target(tmp_path):
     r = run("attribute", "--target", "dodecahedron", "--out", str(tmp_path / "o"), "--samples", "1",
             "--method", "saliency")
     assert r.returncode == 2 and "class name" in r.stderr
+
+
+def test_filters_and_activations_commands(tmp_path):
+    r = run("filters", "--layer", "conv1_1", "--out", str(tmp_path / "f.png"), "--zoom", "4")
+    assert r.returncode == 0, r.stderr
+    with Image.open(tmp_path / "f.png") as im:  # 16 RGB filters of 3x3 taps at zoom 4: 4 x 4 grid
+        assert im.size == (4 * 13 + 1, 4 * 13 + 1)
+    r = run("filters", "--layer", "relu1_1", "--out", str(tmp_path / "g.png"))
+    assert r.returncode == 2 and "need a conv layer" in r.stderr
+    r = run("activations", "--layer", "conv2_1", "--out", str(tmp_path / "a.png"))
+    assert r.returncode == 0, r.stderr
+    with Image.open(tmp_path / "a.png") as im:  # 32 maps of 32x32 in a 6-column grid
+        assert im.size == (6 * 33 + 1, 6 * 33 + 1)
+    r = run("activations", "--layer", "conv2_1", "--out", str(tmp_path / "a.png"))
+    assert r.returncode == 2 and "--force" in r.stderr
