@@ -99,51 +99,12 @@ def cmd_import(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    import jax
-    import numpy as np
-
-    import jaxinterp as ji
-    from jaxinterp.images import load_image
-
-    m = ji.load_model(args.model)
-    names, images, failed = [], [], []
-    if args.images:
-        for path in args.images:
-            try:
-                images.append(load_image(path, m.input_size, fit=args.fit))
-                names.append(path)
-            except (OSError, ValueError) as e:
-                failed.append(str(e))
-                print(f"error: {e}", file=sys.stderr)
-    else:
-        b = ji.data.shapes(jax.random.key(args.seed), args.samples)
-        images = list(np.asarray(b.images))
-        names = [f"shapes[{i}] ({ji.data.CLASSES[int(y)]})" for i, y in enumerate(b.labels)]
-    fwd = jax.jit(lambda m, x: jax.nn.softmax(m(x, check=False)[0]))
-    for start in progress(range(0, len(images), args.batch), desc="predict", unit="batch",
-                          disable=len(images) <= args.batch):
-        x = np.stack(images[start:start + args.batch])
-        ji.check_images(x)
-        probs = np.asarray(fwd(m, x))
-        for name, p in zip(names[start:start + args.batch], probs):
-            top = np.argsort(-p)[: args.top]
-            preds = ", ".join(f"{m.classes[i]} {100 * p[i]:.1f}%" for i in top)
-            print(f"{name}: {preds}")
-    if failed:
-        print(f"{len(failed)} of {len(failed) + len(names)} images failed", file=sys.stderr)
-        return 1
-    return 0
-
-
-ATTRIBUTION_METHODS = ("saliency", "input_x_gradient", "deconvnet", "guided_backprop",
-                       "grad_cam", "guided_grad_cam", "cam", "smooth_grad",
-                       "integrated_gradients", "occlusion")
-PICTURES = ("colored", "negative", "positive", "heatmap", "overlay")
-
-
 def _load_inputs(args, m):
-    """(names, images [N, H, W, 3], failures) from files, or shapes samples when none given."""
+    """(names, images [N, H, W, 3] or None, failures, true classes of shapes samples or None).
+
+    Image files are loaded at the model's input size (`args.fit`); an unreadable file is
+    reported on stderr and skipped. With no files, `args.samples` shapes images of `args.seed`.
+    """
     import jax
     import numpy as np
 
@@ -152,7 +113,8 @@ def _load_inputs(args, m):
 
     if not args.images:
         b = ji.data.shapes(jax.random.key(args.seed), args.samples, size=m.input_size[0])
-        return [f"shapes{i}" for i in range(args.samples)], np.asarray(b.images), []
+        truth = [ji.data.CLASSES[int(y)] for y in b.labels]
+        return [f"shapes{i}" for i in range(args.samples)], np.asarray(b.images), [], truth
     names, images, failed = [], [], []
     for path in args.images:
         try:
@@ -161,7 +123,44 @@ def _load_inputs(args, m):
         except (OSError, ValueError) as e:
             failed.append(str(e))
             print(f"error: {e}", file=sys.stderr)
-    return names, (np.stack(images) if images else None), failed
+    return names, (np.stack(images) if images else None), failed, None
+
+
+def _finish(failed, names) -> int:
+    """Exit status: 1 with a summary on stderr if any image failed, else 0."""
+    if failed:
+        print(f"{len(failed)} of {len(failed) + len(names)} images failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+
+def cmd_predict(args) -> int:
+    import jax
+    import numpy as np
+
+    import jaxinterp as ji
+
+    m = ji.load_model(args.model)
+    names, x, failed, truth = _load_inputs(args, m)
+    if truth is not None:
+        names = [f"{n} ({c})" for n, c in zip(names, truth)]
+    fwd = jax.jit(lambda m, x: jax.nn.softmax(m(x)[0]))
+    n = 0 if x is None else len(x)
+    for start in progress(range(0, n, args.batch), desc="predict", unit="batch",
+                          disable=n <= args.batch):
+        probs = np.asarray(fwd(m, x[start:start + args.batch]))
+        for name, p in zip(names[start:start + args.batch], probs):
+            top = np.argsort(-p)[: args.top]
+            preds = ", ".join(f"{m.classes[i]} {100 * p[i]:.1f}%" for i in top)
+            print(f"{name}: {preds}")
+    return _finish(failed, names)
+
+
+ATTRIBUTION_METHODS = ("saliency", "input_x_gradient", "deconvnet", "guided_backprop",
+                       "grad_cam", "guided_grad_cam", "cam", "smooth_grad",
+                       "integrated_gradients", "occlusion")
+PICTURES = ("colored", "negative", "positive", "heatmap", "overlay")
 
 
 def _targets(arg, m, logits):
@@ -205,7 +204,7 @@ def cmd_attribute(args) -> int:
     m = ji.load_model(args.model)
     if "cam" in methods and m.module.head != "gap":
         raise ValueError(f"--method cam needs a GAP-head model; {m.arch} has none (use grad_cam)")
-    names, x, failed = _load_inputs(args, m)
+    names, x, failed, _ = _load_inputs(args, m)
     if x is not None:
         logits = jax.jit(lambda m, x: m(x)[0])(m, x)
         target = _targets(args.target, m, logits)
@@ -233,48 +232,41 @@ def cmd_attribute(args) -> int:
                           d / "table.png")
         _compare_figure(plt, x, rows, names, methods, m, target, out / "compare.png")
         print(f"wrote {len(names)} x {len(methods)} attributions to {out}")
-    if failed:
-        print(f"{len(failed)} of {len(failed) + len(names)} images failed", file=sys.stderr)
-        return 1
-    return 0
+    return _finish(failed, names)
+
+
+def _panel_figure(plt, panels, col_titles, row_labels, path, title=None, panel=1.9):
+    """A grid of images: `panels[r][c]`, titles over the first row, labels left of each row."""
+    nrows, ncols = len(panels), len(panels[0])
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols, panel * nrows + 0.4),
+                             squeeze=False)
+    for r, row in enumerate(panels):
+        for c, img in enumerate(row):
+            axes[r, c].imshow(img)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(col_titles[c], fontsize=8)
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def _table_figure(plt, rows, title, path):
     """The seed's table: one row per method, columns original | colored | ... | overlay."""
     from jaxinterp.viz import SEED_COLUMNS
 
-    fig, axes = plt.subplots(len(rows), 6, figsize=(12, 2.1 * len(rows) + 0.4), squeeze=False)
-    for r, (name, row) in enumerate(rows.items()):
-        for c, img in enumerate(row):
-            axes[r, c].imshow(img)
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-            if r == 0:
-                axes[r, c].set_title(SEED_COLUMNS[c], fontsize=9)
-        axes[r, 0].set_ylabel(name, fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _panel_figure(plt, list(rows.values()), SEED_COLUMNS, list(rows), path, title, panel=2.0)
 
 
 def _compare_figure(plt, x, rows, names, methods, m, target, path):
     """All methods side by side: one row per image, original then each method's overlay."""
-    fig, axes = plt.subplots(len(names), len(methods) + 1,
-                             figsize=(1.9 * (len(methods) + 1), 1.9 * len(names) + 0.4),
-                             squeeze=False)
-    for r, stem in enumerate(names):
-        panels = [x[r]] + [rows[stem][name][5] for name in methods]
-        for c, img in enumerate(panels):
-            axes[r, c].imshow(img)
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-            if r == 0:
-                axes[r, c].set_title((["original"] + methods)[c], fontsize=8)
-        axes[r, 0].set_ylabel(f"{stem}\n{m.classes[int(target[r])]}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    panels = [[x[r]] + [rows[stem][name][5] for name in methods] for r, stem in enumerate(names)]
+    labels = [f"{stem}\n{m.classes[int(target[r])]}" for r, stem in enumerate(names)]
+    _panel_figure(plt, panels, ["original"] + methods, labels, path)
 
 
 def _conv_layer(m, layer):
@@ -308,19 +300,18 @@ def cmd_filters(args) -> int:
 
 
 def cmd_activations(args) -> int:
-    import jax
     import numpy as np
 
     import jaxinterp as ji
     from jaxinterp import viz
-    from jaxinterp.images import load_image, save_image
+    from jaxinterp.images import save_image
 
     m = ji.load_model(args.model)
     name = m.resolve(args.layer)
-    if args.image:
-        x = load_image(args.image, m.input_size, fit=args.fit)[None]
-    else:
-        x = np.asarray(ji.data.shapes(jax.random.key(args.seed), 1, size=m.input_size[0]).images)
+    args.images, args.samples = [args.image] if args.image else [], 1
+    _, x, failed, _ = _load_inputs(args, m)
+    if failed:
+        return 1
     a = np.asarray(m(x)[1][name][0])
     if a.ndim != 3:
         raise ValueError(f"--layer {args.layer} has no spatial maps (shape {a.shape})")

@@ -66,8 +66,7 @@ def cascading_randomization(m, key: jax.Array, depth: int):
     fresh = model_lib.init_model(m.arch, key, num_classes=m.num_classes,
                                  **{k: v for k, v in m.meta.config if k != "num_classes"})
     weighted = [s for s in m.specs if s.kind in ("conv", "dense")][::-1][:depth]
-    variables = jax.tree_util.tree_map(lambda v: v, m.variables)  # a shallow copy of the dicts
-    variables = {c: dict(d) for c, d in variables.items()}
+    variables = {c: dict(d) for c, d in m.variables.items()}  # replace layers, share the rest
     names = [s.name for s in m.specs]
     for s in weighted:
         variables["params"][param_name(s.name)] = fresh.variables["params"][param_name(s.name)]

@@ -96,6 +96,11 @@ def _forward(module, preprocess, variables, x, taps):
     return module.apply(variables, preprocess(x), taps=taps)
 
 
+@jax.jit
+def _value_range(x):
+    return jnp.stack([jnp.min(x), jnp.max(x)])
+
+
 def check_images(x: Any, name: str = "x", min_size: int = 1) -> jax.Array:
     """Checks that `x` is a float batch `[N, H, W, 3]` with values in [0, 1]; returns it as an array.
 
@@ -125,7 +130,7 @@ def check_images(x: Any, name: str = "x", min_size: int = 1) -> jax.Array:
         raise ValueError(f"{name} is {shape[1]}x{shape[2]}; this model needs at least "
                          f"{min_size}x{min_size}")
     if not isinstance(x, jax.core.Tracer):
-        lo, hi = float(jnp.min(x)), float(jnp.max(x))
+        lo, hi = map(float, _value_range(x))  # one transfer to the host
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError(f"{name} contains NaN or infinite values")
         if lo < -1e-6 or hi > 1 + 1e-6:

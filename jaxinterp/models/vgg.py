@@ -162,14 +162,12 @@ class VGG(nn.Module):
                     raise ValueError(f"pool must be 'max' or 'avg', got {self.pool!r}")
             elif s.kind == "avgpool":
                 x = adaptive_avg_pool(x, (7, 7))
-                x = x + taps[s.name] if s.name in taps else x
-                feats[s.name] = x
-                x = x.reshape(x.shape[0], -1)  # NHWC order; importers permute torch's CHW rows
-                continue
             elif s.kind == "gap":
                 x = x.mean(axis=(1, 2))
             elif s.kind == "dense":
                 init = nn.initializers.normal(0.01)
+                if x.ndim > 2:  # NHWC flatten after avgpool; importers permute torch's CHW rows
+                    x = x.reshape(x.shape[0], -1)
                 x = nn.Dense(s.features, kernel_init=init, name=param_name(s.name))(x)
             elif s.kind == "dropout":
                 pass  # inference: identity (kept so torchvision indices line up)
