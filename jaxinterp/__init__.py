@@ -1,9 +1,10 @@
 """jaxinterp: neural-network interpretability for JAX and Flax."""
 
-from jaxinterp import data, evaluation, images, rules, targets, viz
+from jaxinterp import data, evaluation, images, optvis, rules, targets, viz
 from jaxinterp.attribution import (cam, deconvnet, grad_cam, guided_backprop, guided_grad_cam,
                                    input_x_gradient, integrated_gradients, occlusion, saliency,
                                    smooth_grad)
+from jaxinterp.optvis import Yosinski, objectives, visualize, visualize_units
 from jaxinterp.model import Model, Preprocess, check_images, init_model, load_model
 from jaxinterp.weights import CheckpointError, import_weights, load_checkpoint, save_model
 
@@ -26,6 +27,11 @@ __all__ = [
     "smooth_grad",
     "targets",
     "viz",
+    "objectives",
+    "optvis",
+    "visualize",
+    "visualize_units",
+    "Yosinski",
     "Model",
     "Preprocess",
     "check_images",

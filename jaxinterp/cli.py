@@ -6,6 +6,7 @@
     jaxinterp attribute [IMAGE ...] --method a,b --out DIR   the seed's pictures and figures
     jaxinterp filters --layer L --out F.png              a conv layer's filters as a grid
     jaxinterp activations [IMAGE] --layer L --out F.png  an image's feature maps as a grid
+    jaxinterp visualize --layer L [--channel C] --out F.png   feature visualization (Lucid-style)
 """
 
 from __future__ import annotations
@@ -324,6 +325,102 @@ def cmd_activations(args) -> int:
     return 0
 
 
+OBJECTIVES = ("channel", "neuron", "layer", "logit", "prob", "direction")
+
+
+def _parse_units(arg, m, layer, kind):
+    """Unit indices from `--channel`: "3", "0,5,9", "0-15", class names; None: all of them."""
+    is_class = kind in ("logit", "prob")
+    n = m.num_classes if is_class else m.channels(layer)
+    if arg is None:
+        return list(range(n))
+    out = []
+    for part in arg.split(","):
+        part = part.strip()
+        if is_class and part in m.classes:
+            out.append(m.classes.index(part))
+        elif "-" in part[1:]:
+            lo, hi = part.split("-", 1)
+            out += list(range(int(lo), int(hi) + 1))
+        elif part.lstrip("-").isdigit():
+            out.append(int(part))
+        else:
+            what = "class index or name" if is_class else "channel index"
+            raise ValueError(f"--channel {part!r} is not a {what} (use 3, 0,5,9 or 0-15)")
+    bad = [c for c in out if not 0 <= c < n]
+    if bad:
+        raise ValueError(f"--channel {bad} out of range: {layer} of {m.arch} has {n} "
+                         f"{'classes' if is_class else 'channels'} (0 … {n - 1})")
+    return out
+
+
+def _visualize_objectives(args, m):
+    """(list of objectives, tile labels) for the command-line options."""
+    import jax
+
+    import jaxinterp as ji
+
+    obj = ji.objectives
+    last = m.layers[-1]
+    layer = m.resolve(args.layer or "logits")
+    kind = args.objective or ("logit" if layer == last else "channel")
+    if kind not in OBJECTIVES:
+        raise ValueError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {kind!r}")
+    if kind in ("logit", "prob") and layer != last:
+        raise ValueError(f"--objective {kind} reads the logits; use --layer {last} (or omit it)")
+    if kind == "layer":
+        objs, labels = [obj.deepdream(layer)], [f"deepdream {layer}"]
+    elif kind == "direction":
+        keys = jax.random.split(jax.random.key(args.seed), args.directions)
+        objs = [obj.random_direction(m, layer, k) for k in keys]
+        labels = [f"direction {i}" for i in range(args.directions)]
+    else:
+        chans = _parse_units(args.channel, m, layer, kind)
+        objs = ji.optvis.units(m, layer, chans, kind)
+        labels = [m.classes[c] if kind in ("logit", "prob") else f"{layer}:{c}" for c in chans]
+    if args.negative:
+        objs = [-o for o in objs]
+    if args.diversity:
+        if args.batch < 2:
+            raise ValueError("--diversity needs --batch 2 or more")
+        objs = [o + args.diversity * obj.diversity(layer) for o in objs]
+    return objs, labels
+
+
+def cmd_visualize(args) -> int:
+    import jax
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp import viz
+    from jaxinterp.images import save_image
+
+    if Path(args.out).exists() and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
+    m = ji.load_model(args.model)
+    objs, labels = _visualize_objectives(args, m)
+    opts = dict(size=args.size, steps=args.steps, lr=args.lr, param=args.param,
+                decorrelate=not args.no_decorrelate, transforms=args.transforms, batch=args.batch)
+    chunk = max(1, min(args.chunk, len(objs)))
+    key, images, scores = jax.random.key(args.seed), [], []
+    for start in progress(range(0, len(objs), chunk), desc="visualize", unit="chunk",
+                          disable=len(objs) <= chunk):
+        part = objs[start:start + chunk]
+        part = part + [part[-1]] * (chunk - len(part))  # one compiled shape for every chunk
+        r = ji.visualize_units(m, part, key=jax.random.fold_in(key, start), **opts)
+        images.append(np.asarray(r.images))
+        scores.append(np.asarray(r.scores[:, -1].mean(-1)))
+    images = np.concatenate(images)[: len(objs)]  # [K, B, H, W, 3]
+    scores = np.concatenate(scores)[: len(objs)]
+    tiles = images.reshape(-1, *images.shape[2:])
+    ncols = args.batch if args.batch > 1 else None
+    _save_new(save_image, viz.grid(tiles, ncols=ncols, pad=2), args.out, args.force)
+    for label, s in zip(labels, scores):
+        print(f"{label}: objective {s:.4g}")
+    print(f"wrote {len(tiles)} visualizations ({len(objs)} units x {args.batch}) to {args.out}")
+    return 0
+
+
 def _save_new(save, image, path, force):
     if Path(path).exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force to overwrite")
@@ -396,6 +493,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_activations)
+
+    p = sub.add_parser("visualize", help="feature visualization: optimize images for units")
+    p.add_argument("--model", default=None)
+    p.add_argument("--layer", default=None,
+                   help="layer name or alias (default: the logits, i.e. class visualizations)")
+    p.add_argument("--channel", default=None,
+                   help="unit(s): 9, 0,5,9, 0-15, or class names for logit/prob (default: all)")
+    p.add_argument("--objective", default=None, choices=OBJECTIVES,
+                   help="channel (spatial mean), neuron (centre), layer (DeepDream), logit, prob, "
+                   "direction (random); default: logit at the last layer, else channel")
+    p.add_argument("--negative", action="store_true", help="minimize the objective instead")
+    p.add_argument("--diversity", type=float, default=0.0,
+                   help="weight of a diversity term across the batch (needs --batch > 1)")
+    p.add_argument("--directions", type=int, default=4, help="random directions to render")
+    p.add_argument("--batch", type=int, default=1, help="images per unit")
+    p.add_argument("--size", type=int, default=128, help="image side in pixels")
+    p.add_argument("--steps", type=int, default=512, help="optimization steps")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
+    p.add_argument("--param", choices=["fft", "pixel"], default="fft", help="parameterization")
+    p.add_argument("--no-decorrelate", action="store_true", help="optimize plain RGB")
+    p.add_argument("--transforms", choices=["standard", "jitter", "none"], default="standard")
+    p.add_argument("--chunk", type=int, default=16, help="units rendered per compiled call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="PNG grid to write (one row per unit if batch>1)")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_visualize)
     return ap
 
 

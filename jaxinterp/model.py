@@ -180,6 +180,10 @@ class Model:
         """The same model and variables with every ReLU replaced by `act` (e.g. a custom_vjp rule)."""
         return Model(self.module.clone(act=act), self.variables, self.meta)
 
+    def with_conv(self, conv: str) -> "Model":
+        """The same model with convolutions of kind `conv` ("xla" or "explicit", see `VGG`)."""
+        return Model(self.module.clone(conv=conv), self.variables, self.meta)
+
     def with_variables(self, variables: Any) -> "Model":
         """The same architecture and metadata with other variables."""
         return Model(self.module, variables, self.meta)
@@ -241,6 +245,15 @@ class Model:
         names = ", ".join(f"{n} ({a})" if a else n
                           for n, a in ((s.name, s.alias) for s in self.specs))
         raise ValueError(f"unknown layer {layer!r} for {self.arch}; valid layers: {names}, logits")
+
+    def channels(self, layer: str) -> int:
+        """Channels of a map layer (units of a dense layer) at `layer` (name or alias)."""
+        name, n = self.resolve(layer), 0
+        for s in self.specs:
+            n = s.features or n
+            if s.name == name:
+                return n
+        raise AssertionError(name)
 
     def __repr__(self) -> str:
         n = sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(self.variables))

@@ -111,6 +111,53 @@ def torch_conv_init(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, shape, dtype) * np.sqrt(2.0 / fan_out)
 
 
+def _conv3x3(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def explicit_conv3x3(x: jax.Array, k: jax.Array) -> jax.Array:
+    """A 3x3, stride-1, pad-1 NHWC/HWIO convolution whose input gradient is written out.
+
+    The gradient with respect to `x` is the convolution of the cotangent with the flipped,
+    in/out-swapped kernel, in the same canonical NHWC/HWIO form as the forward pass. JAX's own
+    transpose rule emits a convolution with swapped kernel dimensions, which XLA:CPU runs on a
+    slow generic path inside loop bodies (about 3x slower per step of a `lax.scan`). Reverse mode
+    only: forward-mode AD (`jvp`, `jacfwd`, `hessian`) needs `conv="xla"`.
+    """
+    return _conv3x3(x, k)
+
+
+def _explicit_fwd(x, k):
+    return _conv3x3(x, k), (x, k)
+
+
+def _explicit_bwd(res, g):
+    x, k = res
+    dx = _conv3x3(g, jnp.flip(k, (0, 1)).swapaxes(2, 3))
+    dk = jax.vjp(lambda k: _conv3x3(x, k), k)[1](g)[0]
+    return dx, dk
+
+
+explicit_conv3x3.defvjp(_explicit_fwd, _explicit_bwd)
+
+
+def _explicit_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                                   rhs_dilation=None, dimension_numbers=None,
+                                   feature_group_count=1, precision=None):
+    """`lax.conv_general_dilated` for flax's `nn.Conv`, routed to `explicit_conv3x3` (VGG's case)."""
+    del dimension_numbers, precision  # flax passes NHWC/HWIO; VGG uses default precision
+    if (tuple(window_strides) != (1, 1) or [tuple(p) for p in padding] != [(1, 1), (1, 1)]
+            or rhs.shape[:2] != (3, 3) or feature_group_count != 1
+            or any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))):
+        raise ValueError("conv='explicit' supports VGG's 3x3 stride-1 pad-1 convolutions only")
+    return explicit_conv3x3(lhs, rhs)
+
+
+CONVS = {"xla": None, "explicit": _explicit_conv_general_dilated}
+
+
 class VGG(nn.Module):
     """A VGG network: conv blocks (`cfg`), then a torchvision classifier or a GAP + dense head.
 
@@ -123,6 +170,8 @@ class VGG(nn.Module):
         `train=True`.
       hidden: width of fc6/fc7.
       act: the ReLU; swap in a custom_vjp rule (guided, deconv) with `module.clone(act=...)`.
+      conv: "xla" (`lax.conv_general_dilated`, every AD mode) or "explicit" (`explicit_conv3x3`:
+        same values, a gradient XLA:CPU runs fast inside loops, reverse mode only).
     """
 
     cfg: tuple = CFGS["vgg16"]
@@ -132,6 +181,7 @@ class VGG(nn.Module):
     batch_norm: bool = False
     hidden: int = 4096
     act: Callable = nn.relu
+    conv: str = "xla"
 
     def specs(self) -> tuple[LayerSpec, ...]:
         return layer_specs(self.cfg, self.batch_norm, self.head, self.hidden, self.num_classes)
@@ -144,10 +194,12 @@ class VGG(nn.Module):
         score with respect to that layer's output (Grad-CAM, layer attribution).
         """
         feats, taps = {}, taps or {}
+        if self.conv not in CONVS:
+            raise ValueError(f"conv must be one of {', '.join(CONVS)}, got {self.conv!r}")
         for s in self.specs():
             if s.kind == "conv":
                 x = nn.Conv(s.features, (3, 3), padding=1, kernel_init=torch_conv_init,
-                            name=param_name(s.name))(x)
+                            conv_general_dilated=CONVS[self.conv], name=param_name(s.name))(x)
             elif s.kind == "bn":
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                  name=param_name(s.name))(x)
