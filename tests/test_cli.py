@@ -90,3 +90,29 @@ def test_predict_on_shapes_samples():
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 4 and all("%" in l for l in lines)
+
+
+def test_visualize_classes_grid_and_channel_chunks(tmp_path):
+    out = tmp_path / "classes.png"
+    r = jaxinterp("visualize", "--channel", "circle,2,star", "--size", "32", "--steps", "4",
+                  "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "circle: objective" in r.stdout and "triangle: objective" in r.stdout
+    assert "3 visualizations (3 units x 1)" in r.stdout
+    img = np.asarray(Image.open(out))
+    assert img.shape == (2 + 2 * 34, 2 + 2 * 34, 3)  # 2x2 grid of 32 px tiles, pad 2
+    r = jaxinterp("visualize", "--layer", "relu4_2", "--channel", "0-4", "--chunk", "2",
+                  "--negative", "--batch", "2", "--size", "32", "--steps", "2", "--transforms",
+                  "none", "--out", str(tmp_path / "ch.png"))
+    assert r.returncode == 0, r.stderr
+    assert "features.23:4: objective" in r.stdout and "(5 units x 2)" in r.stdout
+    assert np.asarray(Image.open(tmp_path / "ch.png")).shape[:2] == (2 + 5 * 34, 2 + 2 * 34)
+
+
+def test_visualize_errors_are_clean(tmp_path):
+    for args, msg in [(["--layer", "relu4_2", "--channel", "128"], "has 128 channels"),
+                      (["--layer", "relu4_2", "--objective", "prob"], "reads the logits"),
+                      (["--channel", "hexagon"], "not a class index or name"),
+                      (["--layer", "relu4_2", "--diversity", "1"], "needs --batch 2")]:
+        r = jaxinterp("visualize", *args, "--steps", "1", "--out", str(tmp_path / "x.png"))
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr

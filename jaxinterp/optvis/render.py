@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxinterp import rules
 from jaxinterp.chunking import chunked_map
 from jaxinterp.optvis import objectives as obj_lib
 from jaxinterp.optvis import param as param_lib
@@ -97,11 +98,14 @@ class _Config:
     thresholds: tuple
     optimizer: Any
     regularize: Any
+    redirect_relu: bool
 
 
 def _render(m, objective, key, lr, cfg: _Config) -> Rendered:
     """The loop itself (traceable; `visualize` jits it, `visualize_units` vmaps it)."""
     m = m.with_conv("explicit")  # reverse mode only, and fast inside the scan (see VGG.conv)
+    if cfg.redirect_relu:
+        m = m.with_act(rules.redirected_relu)
     k_init, k_loop = jax.random.split(key)
     params = cfg.param.init(k_init, cfg.batch)
     opt = cfg.optimizer or optax.inject_hyperparams(optax.adam)(learning_rate=lr)
@@ -136,7 +140,7 @@ _render_jit = jax.jit(_render, static_argnames=("cfg",))
 
 
 def _config(m, size, steps, param, decorrelate, sigmoid, transforms, batch, thresholds, optimizer,
-            regularize, sd, decay_power) -> _Config:
+            regularize, sd, decay_power, redirect_relu) -> _Config:
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not isinstance(batch, int) or batch < 1:
@@ -155,7 +159,8 @@ def _config(m, size, steps, param, decorrelate, sigmoid, transforms, batch, thre
     if regularize is not None and not isinstance(p, param_lib.Pixel):
         raise ValueError("regularize= (Yosinski-style blur / clipping) acts on pixels: use "
                          "param='pixel'")
-    return _Config(p, transforms, batch, steps, thresholds, optimizer, regularize)
+    return _Config(p, transforms, batch, steps, thresholds, optimizer, regularize,
+                   bool(redirect_relu))
 
 
 def visualize(m, objective, *, size: int | tuple[int, int] = 128, steps: int = 512,
@@ -163,7 +168,7 @@ def visualize(m, objective, *, size: int | tuple[int, int] = 128, steps: int = 5
               transforms: str | Sequence | None = "standard", batch: int = 1,
               thresholds: Sequence[int] | None = None, key: jax.Array | None = None,
               optimizer: optax.GradientTransformation | None = None, regularize=None,
-              sd: float = 0.01, decay_power: float = 1.0) -> Rendered:
+              sd: float = 0.01, decay_power: float = 1.0, redirect_relu: bool = True) -> Rendered:
     """Optimizes images to maximize `objective` (Lucid's `render_vis`), as one compiled call.
 
     Args:
@@ -186,13 +191,15 @@ def visualize(m, objective, *, size: int | tuple[int, int] = 128, steps: int = 5
         after each update; needs param="pixel".
       sd: standard deviation of the initial parameters.
       decay_power: the FFT spectrum's 1/f exponent.
+      redirect_relu: back-propagate through the model's ReLUs with `ji.rules.redirected_relu`
+        (Lucid's default), so units that are off at the start still get a gradient.
     Returns:
       `Rendered(images, snapshots, scores, thresholds)`.
     """
     objective = obj_lib.as_objective(objective)
     objective.check(m)
     cfg = _config(m, size, steps, param, decorrelate, sigmoid, transforms, batch, thresholds,
-                  optimizer, regularize, sd, decay_power)
+                  optimizer, regularize, sd, decay_power, redirect_relu)
     key = jax.random.key(0) if key is None else key
     out = _render_jit(m, objective, key, jnp.float32(lr), cfg)
     return out._replace(thresholds=cfg.thresholds)
@@ -230,14 +237,14 @@ def visualize_units(m, objectives: Sequence, *, batch_size: int | None = None,
     stacked.check(m)
     lr = kw.pop("lr", 0.05)
     names = ("size", "steps", "param", "decorrelate", "sigmoid", "transforms", "batch",
-             "thresholds", "optimizer", "regularize", "sd", "decay_power")
+             "thresholds", "optimizer", "regularize", "sd", "decay_power", "redirect_relu")
     unknown = set(kw) - set(names)
     if unknown:
         raise TypeError(f"visualize_units got unknown options {sorted(unknown)}; valid: "
                         f"{', '.join(names + ('lr', 'batch_size', 'key'))}")
     defaults = dict(size=128, steps=512, param="fft", decorrelate=True, sigmoid=True,
                     transforms="standard", batch=1, thresholds=None, optimizer=None,
-                    regularize=None, sd=0.01, decay_power=1.0)
+                    regularize=None, sd=0.01, decay_power=1.0, redirect_relu=True)
     cfg = _config(m, **{**defaults, **kw})
     key = jax.random.key(0) if key is None else key
     out = _render_units(m, stacked, key, jnp.float32(lr), cfg, batch_size)

@@ -76,7 +76,7 @@ class random_scale:  # noqa: N801
 
 @dataclasses.dataclass(frozen=True)
 class random_rotate:  # noqa: N801
-    """Rotates about the centre by an angle (degrees) drawn uniformly from `angles`."""
+    """Rotates counterclockwise about the centre by an angle (degrees) drawn from `angles`."""
 
     angles: tuple[float, ...]
 
@@ -84,7 +84,7 @@ class random_rotate:  # noqa: N801
         """The sampling matrix (output offset -> input offset) drawn from `key`."""
         a = jnp.deg2rad(jax.random.choice(key, jnp.asarray(self.angles, dtype)))
         c, s = jnp.cos(a), jnp.sin(a)
-        return jnp.array([[c, -s], [s, c]], dtype)
+        return jnp.array([[c, s], [-s, c]], dtype)  # (y, x) offsets: counterclockwise on screen
 
     def __call__(self, key, image):
         return _resample(image, self.matrix(key, image.dtype))
