@@ -383,7 +383,11 @@ def _visualize_objectives(args, m):
     if args.diversity:
         if args.batch < 2:
             raise ValueError("--diversity needs --batch 2 or more")
-        objs = [o + args.diversity * obj.diversity(layer) for o in objs]
+        from jaxinterp.attribution.cam import default_layer
+
+        div_layer = args.diversity_layer or (layer if layer.startswith("features")
+                                             else default_layer(m))
+        objs = [o + args.diversity * obj.diversity(div_layer) for o in objs]
     return objs, labels
 
 
@@ -506,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative", action="store_true", help="minimize the objective instead")
     p.add_argument("--diversity", type=float, default=0.0,
                    help="weight of a diversity term across the batch (needs --batch > 1)")
+    p.add_argument("--diversity-layer", default=None,
+                   help="layer whose Gram matrices --diversity compares (default: --layer, or the "
+                   "last conv block for dense layers and classes)")
     p.add_argument("--directions", type=int, default=4, help="random directions to render")
     p.add_argument("--batch", type=int, default=1, help="images per unit")
     p.add_argument("--size", type=int, default=128, help="image side in pixels")

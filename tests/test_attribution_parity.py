@@ -12,20 +12,7 @@ captum_attr = pytest.importorskip("captum.attr")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 import jaxinterp as ji  # noqa: E402
-from torch_vgg import seeded_vgg  # noqa: E402
-
-
-class Normalized(torch.nn.Module):
-    """`TorchVGG` on images in [0, 1] (preprocessing inside, as in jaxinterp); logits only."""
-
-    def __init__(self, net, mean, std):
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
-
-    def forward(self, x):
-        return self.net((x - self.mean) / self.std)[0]
+from torch_vgg import Normalized, seeded_vgg  # noqa: E402
 
 
 def make_pair(arch, tmp_path_factory, **kw):

@@ -74,3 +74,16 @@ def seeded_vgg(arch, seed, dense_std=0.01, bias_std=0.05, **kw):
             nn.init.normal_(mod.weight, 0, dense_std)
             nn.init.normal_(mod.bias, 0, bias_std)
     return randomize_bn(net, seed).eval()
+
+
+class Normalized(nn.Module):
+    """`TorchVGG` on images in [0, 1] (preprocessing inside, as in jaxinterp); logits only."""
+
+    def __init__(self, net, mean, std):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return self.net((x - self.mean) / self.std)[0]

@@ -205,9 +205,8 @@ def visualize(m, objective, *, size: int | tuple[int, int] = 128, steps: int = 5
     return out._replace(thresholds=cfg.thresholds)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "batch_size"))
-def _render_units(m, objective, key, lr, cfg, batch_size):
-    k = jax.tree_util.tree_leaves(objective)[0].shape[0]
+@functools.partial(jax.jit, static_argnames=("cfg", "batch_size", "k"))
+def _render_units(m, objective, key, lr, cfg, batch_size, k):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(k))
     return chunked_map(lambda ok: _render(m, ok[0], ok[1], lr, cfg), (objective, keys), batch_size)
 
@@ -231,9 +230,12 @@ def visualize_units(m, objectives: Sequence, *, batch_size: int | None = None,
       scores `[K, steps, B]`.
     """
     if isinstance(objectives, obj_lib.Objective):
-        stacked = objectives
+        stacked, leaves = objectives, jax.tree_util.tree_leaves(objectives)
+        if not leaves:
+            raise ValueError("a stacked objective needs leaves with a unit axis; pass a list")
+        k = leaves[0].shape[0]
     else:
-        stacked = obj_lib.stack(objectives)
+        stacked, k = obj_lib.stack(objectives), len(objectives)
     stacked.check(m)
     lr = kw.pop("lr", 0.05)
     names = ("size", "steps", "param", "decorrelate", "sigmoid", "transforms", "batch",
@@ -247,7 +249,7 @@ def visualize_units(m, objectives: Sequence, *, batch_size: int | None = None,
                     regularize=None, sd=0.01, decay_power=1.0, redirect_relu=True)
     cfg = _config(m, **{**defaults, **kw})
     key = jax.random.key(0) if key is None else key
-    out = _render_units(m, stacked, key, jnp.float32(lr), cfg, batch_size)
+    out = _render_units(m, stacked, key, jnp.float32(lr), cfg, batch_size, k)
     return out._replace(thresholds=cfg.thresholds)
 
 

@@ -1,0 +1,496 @@
+"""Benchmark: jaxinterp against Captum / PyTorch on identical weights, in one run.
+
+    python scripts/bench.py --quick      # under 10 minutes on the 2-core CPU
+    python scripts/bench.py              # the README tables (about 40 minutes)
+
+Per attribution method and model (vgg-mini at 64x64, VGG16 at 224x224; seeded random weights
+copied from torch into jaxinterp through a .safetensors file): the first call (compile included)
+of each side, then interleaved timed calls (ours, theirs, ours, ...) and their medians per image;
+peak memory of each side in separate processes (RSS sampled every 2 ms during the calls, minus
+the RSS before the first call). The machine's limit: the best fp32 matmul GFLOP/s of XLA and
+PyTorch, and each method's achieved GFLOP/s from XLA's cost analysis as a fraction of it. Feature
+visualization: steps/s of `ji.visualize` against the same loop written in PyTorch, and K units in
+one vmapped call against K calls. Scaling curves: time per image against batch size and
+against SmoothGrad samples / IG steps, and peak memory with and without `batch_size=`.
+
+Writes docs/bench/results.json, docs/bench/tables.md and docs/bench/scaling.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the plain-torch reference VGG
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxinterp as ji  # noqa: E402
+
+METHODS = ("saliency", "input_x_gradient", "deconvnet", "guided_backprop", "grad_cam",
+           "guided_grad_cam", "smooth_grad", "integrated_gradients", "occlusion")
+MULTI = ("smooth_grad", "integrated_gradients", "occlusion")
+# per model: input side, images per call (single-pass, multi-pass), occlusion window / stride
+MODELS = {"vgg-mini": {"size": 64, "n": (16, 4), "window": 16, "stride": 8},
+          "vgg16": {"size": 224, "n": (2, 1), "window": 32, "stride": 16}}
+SAMPLES, STEPS = 50, 50
+
+
+# --- the two sides on identical weights --------------------------------------------------------
+
+def setup(arch, n, seed=0):
+    """(jaxinterp model, torch model on [0, 1] NCHW, torch net, x [n,H,W,3], targets, CAM layer)."""
+    import torch
+    from safetensors.torch import save_file
+    from torch_vgg import Normalized, seeded_vgg
+
+    torch.manual_seed(seed)
+    kw = {"num_classes": 8, "batch_norm": True} if arch == "vgg-mini" else {}
+    net = seeded_vgg(arch, seed, **kw)
+    with tempfile.TemporaryDirectory() as d:
+        save_file(net.state_dict(), f"{d}/w.safetensors")
+        jm = ji.import_weights(f"{d}/w.safetensors", arch=arch)
+    tm = Normalized(net, jm.preprocess.mean, jm.preprocess.std).eval()
+    size = MODELS[arch]["size"]
+    x = np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32)
+    target = np.arange(n) % jm.num_classes
+    layer = ji.attribution.default_layer(jm)
+    return jm, tm, net, x, target, layer
+
+
+def ours_fn(name, jm, layer, cfg, batch_size=None, samples=SAMPLES, steps=STEPS):
+    """`f(x, t)` running one jaxinterp method, results blocked on."""
+    if name == "grad_cam":
+        f = lambda x, t: ji.grad_cam(jm, x, t, layer=layer)  # noqa: E731
+    elif name == "guided_grad_cam":
+        f = lambda x, t: ji.guided_grad_cam(jm, x, t, layer=layer)  # noqa: E731
+    elif name == "smooth_grad":
+        f = lambda x, t: ji.smooth_grad(jm, x, t, samples=samples, batch_size=batch_size)  # noqa: E731
+    elif name == "integrated_gradients":
+        f = lambda x, t: ji.integrated_gradients(jm, x, t, steps=steps, batch_size=batch_size)  # noqa: E731
+    elif name == "occlusion":
+        w, s = cfg["window"], cfg["stride"]
+        f = lambda x, t: ji.occlusion(jm, x, t, window=(w, w), stride=(s, s),  # noqa: E731
+                                      batch_size=batch_size)
+    else:
+        fn = getattr(ji, name)
+        f = lambda x, t: fn(jm, x, t)  # noqa: E731
+    return lambda x, t: jax.block_until_ready(f(x, t))
+
+
+def captum_fn(name, tm, net, layer, cfg, batch_size=None, samples=SAMPLES, steps=STEPS,
+              per_eval=16):
+    """`f(x, t)` running the Captum equivalent on NCHW tensors made from NHWC numpy input."""
+    import torch
+    from captum import attr as ca
+
+    lyr = net.features[int(layer.split(".")[1])]
+    size = cfg["size"]
+    methods = {
+        "saliency": lambda i, t: ca.Saliency(tm).attribute(i, target=t, abs=False),
+        "input_x_gradient": lambda i, t: ca.InputXGradient(tm).attribute(i, target=t),
+        "deconvnet": lambda i, t: ca.Deconvolution(tm).attribute(i, target=t),
+        "guided_backprop": lambda i, t: ca.GuidedBackprop(tm).attribute(i, target=t),
+        "grad_cam": lambda i, t: ca.LayerAttribution.interpolate(
+            ca.LayerGradCam(tm, lyr).attribute(i, target=t, relu_attributions=True),
+            (size, size), "bilinear"),
+        "guided_grad_cam": lambda i, t: ca.GuidedGradCam(tm, lyr).attribute(
+            i, target=t, interpolate_mode="bilinear"),
+        "smooth_grad": lambda i, t: ca.NoiseTunnel(ca.Saliency(tm)).attribute(
+            i, target=t, nt_type="smoothgrad", nt_samples=samples, stdevs=0.15,
+            nt_samples_batch_size=batch_size, abs=False),
+        "integrated_gradients": lambda i, t: ca.IntegratedGradients(tm).attribute(
+            i, target=t, n_steps=steps, internal_batch_size=batch_size),
+        "occlusion": lambda i, t: ca.Occlusion(tm).attribute(
+            i, target=t, sliding_window_shapes=(3, cfg["window"], cfg["window"]),
+            strides=(3, cfg["stride"], cfg["stride"]), baselines=0.0,
+            perturbations_per_eval=per_eval),
+    }
+    f = methods[name]
+
+    def run(x, t):
+        i = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).requires_grad_(True)
+        return f(i, torch.from_numpy(t)).detach()
+
+    return run
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakRSS:
+    """Samples this process's RSS every 2 ms in a thread; `.peak` is the largest seen."""
+
+    def __enter__(self):
+        self.peak, self._stop = rss_mb(), False
+        self._t = threading.Thread(target=self._poll, daemon=True)
+        self._t.start()
+        return self
+
+    def _poll(self):
+        while not self._stop:
+            self.peak = max(self.peak, rss_mb())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join()
+
+
+def timed(f, *a):
+    t0 = time.perf_counter()
+    f(*a)
+    return time.perf_counter() - t0
+
+
+def interleaved(fs, args, reps):
+    """Median seconds of each function in `fs`, run in turn `reps` times (after one warm-up each)."""
+    first = [timed(f, *args) for f in fs]
+    times = [[] for _ in fs]
+    for _ in range(reps):
+        for i, f in enumerate(fs):
+            times[i].append(timed(f, *args))
+    return first, [statistics.median(t) for t in times]
+
+
+def worker(spec: dict) -> dict:
+    """One side, one method, in this (fresh) process: first call, then peak memory of 2 calls."""
+    cfg = MODELS[spec["arch"]]
+    jm, tm, net, x, t, layer = setup(spec["arch"], spec["n"])
+    kw = {k: spec[k] for k in ("batch_size", "samples", "steps") if k in spec}
+    if spec["side"] == "ours":
+        f = ours_fn(spec["method"], jm, layer, cfg, **kw)
+    else:
+        import torch
+
+        torch.set_grad_enabled(True)
+        f = captum_fn(spec["method"], tm, net, layer, cfg, per_eval=spec.get("per_eval", 16), **kw)
+    del jm, tm
+    base = rss_mb()
+    with PeakRSS() as p:
+        first = timed(f, x, t)
+        f(x, t)
+    return {"first_s": first, "peak_mb": p.peak, "delta_mb": p.peak - base}
+
+
+def in_subprocess(spec: dict) -> dict:
+    r = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def matmul_peak(n=4096, reps=5) -> dict:
+    """Best fp32 matmul GFLOP/s of XLA and of PyTorch on this machine."""
+    import torch
+
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    mm = jax.jit(jnp.dot)
+    mm(a, a).block_until_ready()
+    tj = min(timed(lambda: mm(a, a).block_until_ready()) for _ in range(reps))
+    b = torch.randn(n, n)
+    torch.mm(b, b)
+    tt = min(timed(lambda: torch.mm(b, b)) for _ in range(reps))
+    flops = 2 * n ** 3
+    return {"xla": flops / tj / 1e9, "torch": flops / tt / 1e9}
+
+
+def xla_flops(name, jm, layer, cfg, x, t) -> float:
+    """Floating-point operations of one call, from XLA's cost analysis of the compiled program."""
+    fn = {"grad_cam": lambda m, x, t: ji.grad_cam(m, x, t, layer=layer),
+          "guided_grad_cam": lambda m, x, t: ji.guided_grad_cam(m, x, t, layer=layer),
+          "smooth_grad": lambda m, x, t: ji.smooth_grad(m, x, t, samples=SAMPLES),
+          "integrated_gradients": lambda m, x, t: ji.integrated_gradients(m, x, t, steps=STEPS),
+          "occlusion": lambda m, x, t: ji.occlusion(
+              m, x, t, window=(cfg["window"],) * 2, stride=(cfg["stride"],) * 2),
+          }.get(name, lambda m, x, t: getattr(ji, name)(m, x, t))
+    cost = jax.jit(fn).lower(jm, jnp.asarray(x), jnp.asarray(t)).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0))
+
+
+# --- the sections ------------------------------------------------------------------------------
+
+def bench_attribution(arch, reps, quick, peak) -> list[dict]:
+    import torch
+
+    cfg = MODELS[arch]
+    rows = []
+    methods = METHODS if not (quick and arch == "vgg16") else (
+        "saliency", "guided_backprop", "grad_cam", "guided_grad_cam")
+    for name in methods:
+        n = cfg["n"][name in MULTI]
+        jm, tm, net, x, t, layer = setup(arch, n)
+        ours = ours_fn(name, jm, layer, cfg)
+        per_eval = 16
+        if name == "occlusion":  # Captum's fastest perturbations_per_eval, for fairness
+            trial = {}
+            for pe in (1, 4, 16, 64):
+                trial[pe] = min(timed(captum_fn(name, tm, net, layer, cfg, per_eval=pe), x, t)
+                                for _ in range(1 if quick else 2))
+            per_eval = min(trial, key=trial.get)
+        theirs = captum_fn(name, tm, net, layer, cfg, per_eval=per_eval)
+        with torch.enable_grad():
+            first, med = interleaved([ours, theirs], (x, t), reps)
+        flops = xla_flops(name, jm, layer, cfg, x, t)
+        row = {"arch": arch, "method": name, "n": n, "ours_s": med[0] / n, "captum_s": med[1] / n,
+               "speedup": med[1] / med[0], "ours_first_s": first[0], "captum_first_s": first[1],
+               "gflops": flops / med[0] / 1e9, "per_eval": per_eval if name == "occlusion" else None}
+        row["peak_frac"] = row["gflops"] / peak
+        if not quick or arch == "vgg-mini":
+            for side in ("ours", "captum"):
+                spec = {"side": side, "arch": arch, "method": name, "n": n, "per_eval": per_eval}
+                row[f"{side}_mem"] = in_subprocess(spec)
+        rows.append(row)
+        print(fmt_row(row), flush=True)
+    return rows
+
+
+def fmt_row(r) -> str:
+    mem = ""
+    if "ours_mem" in r and "delta_mb" in r["ours_mem"] and "delta_mb" in r["captum_mem"]:
+        mem = f" | {r['ours_mem']['delta_mb']:.0f} | {r['captum_mem']['delta_mb']:.0f}"
+    elif "ours_mem" in r:
+        mem = " | err | err"
+    else:
+        mem = " | – | –"
+    return (f"| {r['arch']} | {r['method']} | {r['n']} | {r['ours_s'] * 1e3:.1f} | "
+            f"{r['captum_s'] * 1e3:.1f} | **{r['speedup']:.2f}x** | {r['ours_first_s']:.1f} | "
+            f"{r['captum_first_s']:.2f} | {r['gflops']:.0f} ({100 * r['peak_frac']:.0f} %){mem} |")
+
+
+TABLE_HEAD = ("| model | method | N | ours ms/img | Captum ms/img | speed-up | ours 1st call s | "
+              "Captum 1st call s | ours GFLOP/s (of peak) | ours MB | Captum MB |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def torch_render_loop(tm, channel, size, steps, layer_index, seed=0):
+    """Lucid's render loop in PyTorch: FFT + decorrelated colour + sigmoid, standard transforms
+    (pad 12, jitter 8, scale + rotate as one affine resampling, jitter 4), Adam(0.05), channel
+    mean of a conv layer. Returns seconds per step."""
+    import torch
+    import torch.nn.functional as F
+
+    from jaxinterp.optvis.param import COLOR_DECORRELATION, spectrum_scale
+
+    g = torch.Generator().manual_seed(seed)
+    h = w = size
+    spec = (torch.randn(1, 3, h, w // 2 + 1, 2, generator=g) * 0.01).requires_grad_(True)
+    scale = torch.from_numpy(spectrum_scale(h, w))[None, None]
+    color = torch.from_numpy(np.ascontiguousarray(COLOR_DECORRELATION.T))
+    opt = torch.optim.Adam([spec], lr=0.05)
+    scales = [1 + (i - 5) / 50 for i in range(11)]
+    angles = list(range(-10, 11)) + 5 * [0]
+    feats = {}
+    tm.net.features[layer_index].register_forward_hook(lambda m, i, o: feats.__setitem__("a", o))
+
+    def image():
+        s = torch.view_as_complex(spec) * scale
+        img = torch.fft.irfftn(s, s=(h, w), dim=(2, 3), norm="ortho") / 4  # [1, 3, H, W]
+        img = torch.einsum("bchw,cd->bdhw", img, color)
+        return torch.sigmoid(img)
+
+    def jitter(x, d):
+        oy, ox = (int(v) for v in torch.randint(0, d + 1, (2,), generator=g))
+        return x[:, :, oy:oy + x.shape[2] - d, ox:ox + x.shape[3] - d]
+
+    def step():
+        x = F.pad(image(), (12, 12, 12, 12), value=0.5)
+        x = jitter(x, 8)
+        s = scales[int(torch.randint(len(scales), (1,), generator=g))]
+        a = np.deg2rad(angles[int(torch.randint(len(angles), (1,), generator=g))])
+        theta = torch.tensor([[[np.cos(a) / s, -np.sin(a) / s, 0], [np.sin(a) / s, np.cos(a) / s, 0]]],
+                             dtype=torch.float32)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        x = jitter(x, 4)
+        tm(x)
+        loss = -feats["a"][:, channel].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def bench_optvis(quick) -> dict:
+    """Steps/s of ji.visualize vs the PyTorch loop (vgg-mini, 128 px), K units vmapped vs K calls."""
+    import torch
+
+    jm, tm, net, _, _, _ = setup("vgg-mini", 1)
+    layer, index, channel, size = "features.23", 23, 9, 128
+    steps = 64 if quick else 256
+    obj = ji.objectives.channel(layer, channel)
+    kw = {"size": size, "steps": steps, "redirect_relu": False}  # plain ReLU on both sides
+    run = lambda **k: jax.block_until_ready(ji.visualize(jm, obj, **{**kw, **k}).images)  # noqa: E731
+    first = timed(run)
+    ours = statistics.median(timed(run) for _ in range(3)) / steps
+    torch.set_grad_enabled(True)
+    theirs = statistics.median(torch_render_loop(tm, channel, size, steps // 4, index, seed=s)
+                               for s in range(3))
+    k, ksteps = 8, 32 if quick else 128
+    objs = [ji.objectives.channel(layer, c) for c in range(k)]
+    ukw = {"size": 64, "steps": ksteps}
+    one = lambda: jax.block_until_ready(ji.visualize_units(jm, objs, **ukw).images)  # noqa: E731
+    sep = lambda: [jax.block_until_ready(ji.visualize(jm, o, **ukw).images) for o in objs]  # noqa: E731
+    one(), sep()
+    t_one = statistics.median(timed(one) for _ in range(3))
+    t_sep = statistics.median(timed(sep) for _ in range(3))
+    out = {"size": size, "steps": steps, "ours_steps_per_s": 1 / ours,
+           "torch_steps_per_s": 1 / theirs, "speedup": theirs / ours, "ours_first_s": first,
+           "units": k, "unit_steps": ksteps, "units_one_call_s": t_one, "units_k_calls_s": t_sep,
+           "units_speedup": t_sep / t_one}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def bench_scaling(quick) -> dict:
+    """Time per image vs batch size and vs samples / steps (vgg-mini), memory with chunking."""
+    import torch
+
+    torch.set_grad_enabled(True)
+    cfg = MODELS["vgg-mini"]
+    out = {"batch": [], "samples": [], "memory": []}
+    for n in (1, 4, 16) if quick else (1, 2, 4, 8, 16, 32, 64):
+        jm, tm, net, x, t, layer = setup("vgg-mini", n)
+        _, med = interleaved([ours_fn("saliency", jm, layer, cfg),
+                              captum_fn("saliency", tm, net, layer, cfg)], (x, t), 3)
+        out["batch"].append({"n": n, "ours_s": med[0] / n, "captum_s": med[1] / n})
+    jm, tm, net, x, t, layer = setup("vgg-mini", 1)
+    for s in (10, 50) if quick else (10, 25, 50, 100, 200):
+        _, med = interleaved([ours_fn("smooth_grad", jm, layer, cfg, samples=s),
+                              captum_fn("smooth_grad", tm, net, layer, cfg, samples=s),
+                              ours_fn("integrated_gradients", jm, layer, cfg, steps=s),
+                              captum_fn("integrated_gradients", tm, net, layer, cfg, steps=s)],
+                             (x, t), 3)
+        out["samples"].append({"samples": s, "sg_ours_s": med[0], "sg_captum_s": med[1],
+                               "ig_ours_s": med[2], "ig_captum_s": med[3]})
+    arch = "vgg-mini" if quick else "vgg16"
+    for bs in (None, 10, 5):
+        row = {"arch": arch, "batch_size": bs}
+        for side in ("ours", "captum"):
+            row[side] = in_subprocess({"side": side, "arch": arch, "method": "smooth_grad",
+                                       "n": 1, "batch_size": bs})
+        out["memory"].append(row)
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def plot_scaling(sc, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    b = sc["batch"]
+    ax[0].plot([r["n"] for r in b], [1e3 * r["ours_s"] for r in b], "o-", label="jaxinterp")
+    ax[0].plot([r["n"] for r in b], [1e3 * r["captum_s"] for r in b], "s--", label="Captum")
+    ax[0].set(xscale="log", yscale="log", xlabel="batch size", ylabel="ms per image",
+              title="saliency, vgg-mini 64x64")
+    s = sc["samples"]
+    xs = [r["samples"] for r in s]
+    for key, label, style in (("sg_ours_s", "SmoothGrad jaxinterp", "o-"),
+                              ("sg_captum_s", "SmoothGrad Captum", "s--"),
+                              ("ig_ours_s", "IG jaxinterp", "^-"), ("ig_captum_s", "IG Captum", "v--")):
+        ax[1].plot(xs, [r[key] for r in s], style, label=label)
+    ax[1].set(xscale="log", yscale="log", xlabel="samples / steps", ylabel="s per image",
+              title="vgg-mini 64x64, 1 image")
+    m = sc["memory"]
+    labels = [str(r["batch_size"]) for r in m]
+    pos = np.arange(len(m))
+    get = lambda r, side: r[side].get("delta_mb", np.nan)  # noqa: E731
+    ax[2].bar(pos - 0.2, [get(r, "ours") for r in m], 0.4, label="jaxinterp")
+    ax[2].bar(pos + 0.2, [get(r, "captum") for r in m], 0.4, label="Captum")
+    ax[2].set_xticks(pos, labels)
+    ax[2].set(xlabel="batch_size (samples at a time)", ylabel="peak MB over baseline",
+              title=f"SmoothGrad 50 samples, {m[0]['arch']}")
+    for a in ax:
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB; jax {jax.__version__} "
+            f"({jax.default_backend()}), torch {torch.__version__}, captum "
+            f"{__import__('captum').__version__}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a subset, under 10 minutes")
+    ap.add_argument("--only", default=None, help="comma list of sections: "
+                    "vgg-mini,vgg16,optvis,scaling")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "bench"))
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    sections = args.only.split(",") if args.only else ["vgg-mini", "vgg16", "optvis", "scaling"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    res = {"machine": machine(), "quick": args.quick, "matmul": matmul_peak()}
+    peak = max(res["matmul"].values())
+    print(f"{res['machine']}\nfp32 matmul 4096^2: XLA {res['matmul']['xla']:.0f} GFLOP/s, "
+          f"PyTorch {res['matmul']['torch']:.0f} GFLOP/s\n\n{TABLE_HEAD}", flush=True)
+    reps = 3 if args.quick else 5
+    res["attribution"] = []
+    for arch in ("vgg-mini", "vgg16"):
+        if arch in sections:
+            res["attribution"] += bench_attribution(arch, reps, args.quick, peak)
+    if "optvis" in sections:
+        res["optvis"] = bench_optvis(args.quick)
+    if "scaling" in sections:
+        res["scaling"] = bench_scaling(args.quick)
+        plot_scaling(res["scaling"], out / "scaling.png")
+    res["seconds"] = time.time() - t0
+    name = "results_quick.json" if args.quick else "results.json"
+    (out / name).write_text(json.dumps(res, indent=1))
+    lines = [f"Machine: {res['machine']}. fp32 matmul peak: XLA {res['matmul']['xla']:.0f}, "
+             f"PyTorch {res['matmul']['torch']:.0f} GFLOP/s.", "", TABLE_HEAD]
+    lines += [fmt_row(r) for r in res["attribution"]]
+    (out / ("tables_quick.md" if args.quick else "tables.md")).write_text("\n".join(lines) + "\n")
+    print(f"\ndone in {res['seconds'] / 60:.1f} min -> {out}")
+
+
+if __name__ == "__main__":
+    main()
