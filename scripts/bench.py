@@ -45,6 +45,9 @@ MULTI = ("smooth_grad", "integrated_gradients", "occlusion")
 MODELS = {"vgg-mini": {"size": 64, "n": (16, 4), "window": 16, "stride": 8},
           "vgg16": {"size": 224, "n": (2, 1), "window": 32, "stride": 16}}
 SAMPLES, STEPS = 50, 50
+# chunk sizes tried for the multi-pass methods (ours: batch_size=; Captum: nt_samples_batch_size,
+# internal_batch_size, perturbations_per_eval (None -> 1)); each side runs at its fastest
+CHUNKS = {"vgg-mini": (None, 8, 16), "vgg16": (None, 10)}
 
 
 # --- the two sides on identical weights --------------------------------------------------------
@@ -89,9 +92,12 @@ def ours_fn(name, jm, layer, cfg, batch_size=None, samples=SAMPLES, steps=STEPS)
     return lambda x, t: jax.block_until_ready(f(x, t))
 
 
-def captum_fn(name, tm, net, layer, cfg, batch_size=None, samples=SAMPLES, steps=STEPS,
-              per_eval=16):
-    """`f(x, t)` running the Captum equivalent on NCHW tensors made from NHWC numpy input."""
+def captum_fn(name, tm, net, layer, cfg, batch_size=None, samples=SAMPLES, steps=STEPS):
+    """`f(x, t)` running the Captum equivalent on NCHW tensors made from NHWC numpy input.
+
+    `batch_size` is Captum's chunking: `nt_samples_batch_size`, `internal_batch_size` or
+    occlusion's `perturbations_per_eval`.
+    """
     import torch
     from captum import attr as ca
 
@@ -115,7 +121,7 @@ def captum_fn(name, tm, net, layer, cfg, batch_size=None, samples=SAMPLES, steps
         "occlusion": lambda i, t: ca.Occlusion(tm).attribute(
             i, target=t, sliding_window_shapes=(3, cfg["window"], cfg["window"]),
             strides=(3, cfg["stride"], cfg["stride"]), baselines=0.0,
-            perturbations_per_eval=per_eval),
+            perturbations_per_eval=batch_size or 1),
     }
     f = methods[name]
 
@@ -158,9 +164,13 @@ def timed(f, *a):
     return time.perf_counter() - t0
 
 
-def interleaved(fs, args, reps):
-    """Median seconds of each function in `fs`, run in turn `reps` times (after one warm-up each)."""
+def interleaved(fs, args, reps, warm=2):
+    """First-call seconds and median seconds of each function in `fs`, run in turn `reps` times
+    after `warm` more untimed calls each."""
     first = [timed(f, *args) for f in fs]
+    for _ in range(warm):
+        for f in fs:
+            f(*args)
     times = [[] for _ in fs]
     for _ in range(reps):
         for i, f in enumerate(fs):
@@ -179,7 +189,8 @@ def worker(spec: dict) -> dict:
         import torch
 
         torch.set_grad_enabled(True)
-        f = captum_fn(spec["method"], tm, net, layer, cfg, per_eval=spec.get("per_eval", 16), **kw)
+        kw["batch_size"] = spec.get("captum_batch_size")
+        f = captum_fn(spec["method"], tm, net, layer, cfg, **kw)
     del jm, tm
     base = rss_mb()
     with PeakRSS() as p:
@@ -211,14 +222,17 @@ def matmul_peak(n=4096, reps=5) -> dict:
     return {"xla": flops / tj / 1e9, "torch": flops / tt / 1e9}
 
 
-def xla_flops(name, jm, layer, cfg, x, t) -> float:
+def xla_flops(name, jm, layer, cfg, x, t, batch_size=None) -> float:
     """Floating-point operations of one call, from XLA's cost analysis of the compiled program."""
     fn = {"grad_cam": lambda m, x, t: ji.grad_cam(m, x, t, layer=layer),
           "guided_grad_cam": lambda m, x, t: ji.guided_grad_cam(m, x, t, layer=layer),
-          "smooth_grad": lambda m, x, t: ji.smooth_grad(m, x, t, samples=SAMPLES),
-          "integrated_gradients": lambda m, x, t: ji.integrated_gradients(m, x, t, steps=STEPS),
+          "smooth_grad": lambda m, x, t: ji.smooth_grad(m, x, t, samples=SAMPLES,
+                                                        batch_size=batch_size),
+          "integrated_gradients": lambda m, x, t: ji.integrated_gradients(
+              m, x, t, steps=STEPS, batch_size=batch_size),
           "occlusion": lambda m, x, t: ji.occlusion(
-              m, x, t, window=(cfg["window"],) * 2, stride=(cfg["stride"],) * 2),
+              m, x, t, window=(cfg["window"],) * 2, stride=(cfg["stride"],) * 2,
+              batch_size=batch_size),
           }.get(name, lambda m, x, t: getattr(ji, name)(m, x, t))
     cost = jax.jit(fn).lower(jm, jnp.asarray(x), jnp.asarray(t)).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -237,25 +251,33 @@ def bench_attribution(arch, reps, quick, peak) -> list[dict]:
     for name in methods:
         n = cfg["n"][name in MULTI]
         jm, tm, net, x, t, layer = setup(arch, n)
-        ours = ours_fn(name, jm, layer, cfg)
-        per_eval = 16
-        if name == "occlusion":  # Captum's fastest perturbations_per_eval, for fairness
-            trial = {}
-            for pe in (1, 4, 16, 64):
-                trial[pe] = min(timed(captum_fn(name, tm, net, layer, cfg, per_eval=pe), x, t)
-                                for _ in range(1 if quick else 2))
-            per_eval = min(trial, key=trial.get)
-        theirs = captum_fn(name, tm, net, layer, cfg, per_eval=per_eval)
+        ours_bs = theirs_bs = None
+        if name in MULTI:  # each side at its fastest chunking, chosen by one timed trial each
+            cands = CHUNKS[arch]
+            def trial(f):
+                f(x, t)  # compile / warm up first
+                return timed(f, x, t)
+
+            ours_bs = min(cands, key=lambda b: trial(ours_fn(name, jm, layer, cfg, batch_size=b)))
+            theirs_cands = (4, 16, 64) if name == "occlusion" else cands
+            theirs_bs = min(theirs_cands, key=lambda b: trial(
+                captum_fn(name, tm, net, layer, cfg, batch_size=b)))
+        ours = ours_fn(name, jm, layer, cfg, batch_size=ours_bs)
+        theirs = captum_fn(name, tm, net, layer, cfg, batch_size=theirs_bs)
+        heavy = arch == "vgg16" and name in MULTI
         with torch.enable_grad():
-            first, med = interleaved([ours, theirs], (x, t), reps)
-        flops = xla_flops(name, jm, layer, cfg, x, t)
+            first, med = interleaved([ours, theirs], (x, t), 3 if heavy else reps,
+                                     warm=1 if heavy else 2)
+        flops = xla_flops(name, jm, layer, cfg, x, t)  # unchunked: loops are costed once
         row = {"arch": arch, "method": name, "n": n, "ours_s": med[0] / n, "captum_s": med[1] / n,
                "speedup": med[1] / med[0], "ours_first_s": first[0], "captum_first_s": first[1],
-               "gflops": flops / med[0] / 1e9, "per_eval": per_eval if name == "occlusion" else None}
+               "gflops": flops / med[0] / 1e9, "ours_batch_size": ours_bs,
+               "captum_batch_size": theirs_bs}
         row["peak_frac"] = row["gflops"] / peak
         if not quick or arch == "vgg-mini":
             for side in ("ours", "captum"):
-                spec = {"side": side, "arch": arch, "method": name, "n": n, "per_eval": per_eval}
+                spec = {"side": side, "arch": arch, "method": name, "n": n,
+                        "batch_size": ours_bs, "captum_batch_size": theirs_bs}
                 row[f"{side}_mem"] = in_subprocess(spec)
         rows.append(row)
         print(fmt_row(row), flush=True)
@@ -270,7 +292,10 @@ def fmt_row(r) -> str:
         mem = " | err | err"
     else:
         mem = " | – | –"
-    return (f"| {r['arch']} | {r['method']} | {r['n']} | {r['ours_s'] * 1e3:.1f} | "
+    chunks = ""
+    if r.get("ours_batch_size", None) is not None or r.get("captum_batch_size", None) is not None:
+        chunks = f" ({r['ours_batch_size']} / {r['captum_batch_size']})"
+    return (f"| {r['arch']} | {r['method']}{chunks} | {r['n']} | {r['ours_s'] * 1e3:.1f} | "
             f"{r['captum_s'] * 1e3:.1f} | **{r['speedup']:.2f}x** | {r['ours_first_s']:.1f} | "
             f"{r['captum_first_s']:.2f} | {r['gflops']:.0f} ({100 * r['peak_frac']:.0f} %){mem} |")
 
@@ -297,6 +322,8 @@ def torch_render_loop(tm, channel, size, steps, layer_index, seed=0):
     opt = torch.optim.Adam([spec], lr=0.05)
     scales = [1 + (i - 5) / 50 for i in range(11)]
     angles = list(range(-10, 11)) + 5 * [0]
+    for p in tm.parameters():  # input gradients only, as on our side
+        p.requires_grad_(False)
     feats = {}
     tm.net.features[layer_index].register_forward_hook(lambda m, i, o: feats.__setitem__("a", o))
 
@@ -391,7 +418,7 @@ def bench_scaling(quick) -> dict:
         row = {"arch": arch, "batch_size": bs}
         for side in ("ours", "captum"):
             row[side] = in_subprocess({"side": side, "arch": arch, "method": "smooth_grad",
-                                       "n": 1, "batch_size": bs})
+                                       "n": 1, "batch_size": bs, "captum_batch_size": bs})
         out["memory"].append(row)
     print(json.dumps(out), flush=True)
     return out

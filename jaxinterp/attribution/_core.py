@@ -29,6 +29,16 @@ def input_gradient(m, t: Target, x):
     return jax.grad(lambda x: total_score(m, t, x)[0])(x)
 
 
+def loop_ready(m, batch_size):
+    """`m` as it should run under `chunked_map(..., batch_size)`.
+
+    Chunks run in a `lax.map` loop, where XLA:CPU computes JAX's convolution input gradient on a
+    slow generic path (measured 4x slower for SmoothGrad on vgg-mini); `conv="explicit"` writes
+    that gradient as an ordinary convolution (same values; reverse-mode AD only).
+    """
+    return m if batch_size is None else m.with_conv("explicit")
+
+
 def keeps_sharding(fn):
     """Decorates `fn(m, x, ...)` so that outputs come back sharded like `x` along its axes.
 

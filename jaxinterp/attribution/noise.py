@@ -8,7 +8,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.attribution._core import keeps_sharding, prepare
+from jaxinterp.attribution._core import keeps_sharding, loop_ready, prepare
 from jaxinterp.attribution.gradients import saliency
 from jaxinterp.chunking import chunked_map
 
@@ -22,6 +22,7 @@ def _smooth(m, x, t, key, noise, method, samples, kind, batch_size):
         key = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(x.shape[0]))
     eps = jax.vmap(lambda k: jax.random.normal(k, (samples, *x.shape[1:]), x.dtype))(key)
     eps = eps.swapaxes(0, 1)  # [samples, N, H, W, 3]
+    m = loop_ready(m, batch_size)
     a = chunked_map(lambda e: method(m, x + sigma[:, None, None, None] * e, t), eps, batch_size)
     if kind == "smoothgrad":
         return a.mean(0)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.attribution._core import input_gradient, keeps_sharding, prepare
+from jaxinterp.attribution._core import input_gradient, keeps_sharding, loop_ready, prepare
 from jaxinterp.chunking import chunked_map
 
 IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
@@ -46,7 +46,8 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 @functools.partial(jax.jit, static_argnames=("batch_size", "return_delta"))
 def _ig(m, x, t, baseline, alphas, weights, batch_size, return_delta):
     base = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
-    grads = chunked_map(lambda a: input_gradient(m, t, base + a * (x - base)), alphas, batch_size)
+    ml = loop_ready(m, batch_size)
+    grads = chunked_map(lambda a: input_gradient(ml, t, base + a * (x - base)), alphas, batch_size)
     attr = (x - base) * jnp.tensordot(weights, grads, 1)
     if not return_delta:
         return attr
