@@ -135,11 +135,11 @@ class Unit(Objective):
                 if i.size and (i.min() < 0 or i.max() >= n):
                     raise ValueError(f"{self.name}: index {i.tolist()} out of range; layer "
                                      f"{self.layer!r} of {m.arch} has {n} channels (0 … {n - 1})")
-        for a in self.args:
-            if not isinstance(a, jax.core.Tracer) and np.ndim(a) >= 1 and self.name == "direction":
-                if np.shape(a)[-1] != n:
-                    raise ValueError(f"direction: vector has {np.shape(a)[-1]} entries; layer "
-                                     f"{self.layer!r} of {m.arch} has {n} channels")
+        vectors = [a for a in self.args if np.ndim(a) >= 1 and jnp.issubdtype(a.dtype, jnp.floating)]
+        for v in vectors:  # per-channel vectors (direction): one entry per channel
+            if np.shape(v)[-1] != n:
+                raise ValueError(f"{self.name}: vector has {np.shape(v)[-1]} entries; layer "
+                                 f"{self.layer!r} of {m.arch} has {n} channels")
 
     def __repr__(self):
         parts = [] if self.layer in (None, "input", "logits") else [_fmt(self.layer)]
