@@ -72,24 +72,24 @@ def setup(arch, n, seed=0):
     return jm, tm, net, x, target, layer
 
 
-def ours_fn(name, jm, layer, cfg, batch_size=None, samples=SAMPLES, steps=STEPS):
-    """`f(x, t)` running one jaxinterp method, results blocked on."""
-    if name == "grad_cam":
-        f = lambda x, t: ji.grad_cam(jm, x, t, layer=layer)  # noqa: E731
-    elif name == "guided_grad_cam":
-        f = lambda x, t: ji.guided_grad_cam(jm, x, t, layer=layer)  # noqa: E731
-    elif name == "smooth_grad":
-        f = lambda x, t: ji.smooth_grad(jm, x, t, samples=samples, batch_size=batch_size)  # noqa: E731
-    elif name == "integrated_gradients":
-        f = lambda x, t: ji.integrated_gradients(jm, x, t, steps=steps, batch_size=batch_size)  # noqa: E731
-    elif name == "occlusion":
-        w, s = cfg["window"], cfg["stride"]
-        f = lambda x, t: ji.occlusion(jm, x, t, window=(w, w), stride=(s, s),  # noqa: E731
-                                      batch_size=batch_size)
-    else:
-        fn = getattr(ji, name)
-        f = lambda x, t: fn(jm, x, t)  # noqa: E731
-    return lambda x, t: jax.block_until_ready(f(x, t))
+def ours_method(name, layer, cfg, batch_size=None, samples=SAMPLES, steps=STEPS):
+    """`f(m, x, t)` running one jaxinterp method with the benchmark's settings (traceable)."""
+    w, s = cfg["window"], cfg["stride"]
+    return {"grad_cam": lambda m, x, t: ji.grad_cam(m, x, t, layer=layer),
+            "guided_grad_cam": lambda m, x, t: ji.guided_grad_cam(m, x, t, layer=layer),
+            "smooth_grad": lambda m, x, t: ji.smooth_grad(m, x, t, samples=samples,
+                                                          batch_size=batch_size),
+            "integrated_gradients": lambda m, x, t: ji.integrated_gradients(
+                m, x, t, steps=steps, batch_size=batch_size),
+            "occlusion": lambda m, x, t: ji.occlusion(m, x, t, window=(w, w), stride=(s, s),
+                                                      batch_size=batch_size),
+            }.get(name, lambda m, x, t: getattr(ji, name)(m, x, t))
+
+
+def ours_fn(name, jm, layer, cfg, **kw):
+    """`f(x, t)` running one jaxinterp method on `jm`, results blocked on."""
+    f = ours_method(name, layer, cfg, **kw)
+    return lambda x, t: jax.block_until_ready(f(jm, x, t))
 
 
 def captum_fn(name, tm, net, layer, cfg, batch_size=None, samples=SAMPLES, steps=STEPS):
@@ -222,18 +222,9 @@ def matmul_peak(n=4096, reps=5) -> dict:
     return {"xla": flops / tj / 1e9, "torch": flops / tt / 1e9}
 
 
-def xla_flops(name, jm, layer, cfg, x, t, batch_size=None) -> float:
+def xla_flops(name, jm, layer, cfg, x, t) -> float:
     """Floating-point operations of one call, from XLA's cost analysis of the compiled program."""
-    fn = {"grad_cam": lambda m, x, t: ji.grad_cam(m, x, t, layer=layer),
-          "guided_grad_cam": lambda m, x, t: ji.guided_grad_cam(m, x, t, layer=layer),
-          "smooth_grad": lambda m, x, t: ji.smooth_grad(m, x, t, samples=SAMPLES,
-                                                        batch_size=batch_size),
-          "integrated_gradients": lambda m, x, t: ji.integrated_gradients(
-              m, x, t, steps=STEPS, batch_size=batch_size),
-          "occlusion": lambda m, x, t: ji.occlusion(
-              m, x, t, window=(cfg["window"],) * 2, stride=(cfg["stride"],) * 2,
-              batch_size=batch_size),
-          }.get(name, lambda m, x, t: getattr(ji, name)(m, x, t))
+    fn = ours_method(name, layer, cfg)
     cost = jax.jit(fn).lower(jm, jnp.asarray(x), jnp.asarray(t)).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", 0.0))

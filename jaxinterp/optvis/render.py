@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -237,17 +238,15 @@ def visualize_units(m, objectives: Sequence, *, batch_size: int | None = None,
     else:
         stacked, k = obj_lib.stack(objectives), len(objectives)
     stacked.check(m)
-    lr = kw.pop("lr", 0.05)
-    names = ("size", "steps", "param", "decorrelate", "sigmoid", "transforms", "batch",
-             "thresholds", "optimizer", "regularize", "sd", "decay_power", "redirect_relu")
-    unknown = set(kw) - set(names)
+    options = {n: p.default for n, p in inspect.signature(visualize).parameters.items()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "key"}
+    unknown = set(kw) - set(options)
     if unknown:
         raise TypeError(f"visualize_units got unknown options {sorted(unknown)}; valid: "
-                        f"{', '.join(names + ('lr', 'batch_size', 'key'))}")
-    defaults = dict(size=128, steps=512, param="fft", decorrelate=True, sigmoid=True,
-                    transforms="standard", batch=1, thresholds=None, optimizer=None,
-                    regularize=None, sd=0.01, decay_power=1.0, redirect_relu=True)
-    cfg = _config(m, **{**defaults, **kw})
+                        f"{', '.join([*options, 'batch_size', 'key'])}")
+    options.update(kw)
+    lr = options.pop("lr")
+    cfg = _config(m, **options)
     key = jax.random.key(0) if key is None else key
     out = _render_units(m, stacked, key, jnp.float32(lr), cfg, batch_size, k)
     return out._replace(thresholds=cfg.thresholds)
