@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp._xla import model_jit
 from jaxinterp.models import vgg as vgg_lib
 
 
@@ -91,7 +92,7 @@ def build_module(meta: Meta) -> vgg_lib.VGG:
     return vgg_lib.vgg(meta.arch, **dict(meta.config))
 
 
-@functools.partial(jax.jit, static_argnames=("module", "preprocess"))
+@model_jit(static_argnames=("module", "preprocess"), backward=False, module=lambda a: a["module"])
 def _forward(module, preprocess, variables, x, taps):
     return module.apply(variables, preprocess(x), taps=taps)
 

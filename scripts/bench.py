@@ -39,8 +39,10 @@ import numpy as np  # noqa: E402
 import jaxinterp as ji  # noqa: E402
 
 METHODS = ("saliency", "input_x_gradient", "deconvnet", "guided_backprop", "grad_cam",
-           "guided_grad_cam", "smooth_grad", "integrated_gradients", "occlusion")
-MULTI = ("smooth_grad", "integrated_gradients", "occlusion")
+           "guided_grad_cam", "smooth_grad", "integrated_gradients", "occlusion", "occlusion_full")
+MULTI = ("smooth_grad", "integrated_gradients", "occlusion", "occlusion_full")
+# our rows with the same Captum call as another row (whose Captum chunking they reuse)
+CAPTUM_SAME = {"occlusion_full": "occlusion"}
 # per model: input side, images per call (single-pass, multi-pass), occlusion window / stride
 MODELS = {"vgg-mini": {"size": 64, "n": (16, 4), "window": 16, "stride": 8},
           "vgg16": {"size": 224, "n": (2, 1), "window": 32, "stride": 16}}
@@ -83,6 +85,8 @@ def ours_method(name, layer, cfg, batch_size=None, samples=SAMPLES, steps=STEPS)
                 m, x, t, steps=steps, batch_size=batch_size),
             "occlusion": lambda m, x, t: ji.occlusion(m, x, t, window=(w, w), stride=(s, s),
                                                       batch_size=batch_size),
+            "occlusion_full": lambda m, x, t: ji.occlusion(
+                m, x, t, window=(w, w), stride=(s, s), batch_size=batch_size, incremental=False),
             }.get(name, lambda m, x, t: getattr(ji, name)(m, x, t))
 
 
@@ -123,7 +127,7 @@ def captum_fn(name, tm, net, layer, cfg, batch_size=None, samples=SAMPLES, steps
             strides=(3, cfg["stride"], cfg["stride"]), baselines=0.0,
             perturbations_per_eval=batch_size or 1),
     }
-    f = methods[name]
+    f = methods[CAPTUM_SAME.get(name, name)]
 
     def run(x, t):
         i = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).requires_grad_(True)
@@ -236,7 +240,7 @@ def bench_attribution(arch, reps, quick, peak) -> list[dict]:
     import torch
 
     cfg = MODELS[arch]
-    rows = []
+    rows, captum_chunk = [], {}
     methods = METHODS if not (quick and arch == "vgg16") else (
         "saliency", "guided_backprop", "grad_cam", "guided_grad_cam")
     for name in methods:
@@ -250,9 +254,10 @@ def bench_attribution(arch, reps, quick, peak) -> list[dict]:
                 return timed(f, x, t)
 
             ours_bs = min(cands, key=lambda b: trial(ours_fn(name, jm, layer, cfg, batch_size=b)))
-            theirs_cands = (4, 16, 64) if name == "occlusion" else cands
-            theirs_bs = min(theirs_cands, key=lambda b: trial(
+            theirs_cands = (4, 16, 64) if name.startswith("occlusion") else cands
+            theirs_bs = captum_chunk.get(CAPTUM_SAME.get(name)) or min(theirs_cands, key=lambda b: trial(
                 captum_fn(name, tm, net, layer, cfg, batch_size=b)))
+            captum_chunk[name] = theirs_bs
         ours = ours_fn(name, jm, layer, cfg, batch_size=ours_bs)
         theirs = captum_fn(name, tm, net, layer, cfg, batch_size=theirs_bs)
         heavy = arch == "vgg16" and name in MULTI

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp._xla import chunk_rows, model_jit
+from jaxinterp.attribution import incremental as inc
 from jaxinterp.attribution._core import input_gradient, keeps_sharding, loop_ready, prepare
 from jaxinterp.chunking import chunked_map
 
@@ -43,7 +44,7 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return a, w
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "return_delta"))
+@model_jit(static_argnames=("batch_size", "return_delta"), rows=lambda a: chunk_rows(a, "alphas"))
 def _ig(m, x, t, baseline, alphas, weights, batch_size, return_delta):
     base = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     ml = loop_ready(m, batch_size)
@@ -89,33 +90,37 @@ def integrated_gradients(m, x, target, baseline=0.0, steps: int = 50,
                return_delta)
 
 
-def window_masks(size, window, stride) -> np.ndarray:
-    """`[P, H, W]` 0/1 masks of every sliding-window position (Captum's positions)."""
+def window_corners(size, window, stride) -> np.ndarray:
+    """`[P, 2]` top-left corners `(y, x)` of every sliding-window position (Captum's order)."""
     (h, w), (wh, ww), (sh, sw) = size, window, stride
-    ys, xs = range(0, h - wh + 1, sh), range(0, w - ww + 1, sw)
-    masks = np.zeros((len(ys) * len(xs), h, w), np.float32)
-    for i, (y, x) in enumerate((y, x) for y in ys for x in xs):
-        masks[i, y:y + wh, x:x + ww] = 1
-    return masks
+    return np.array([(y, x) for y in range(0, h - wh + 1, sh) for x in range(0, w - ww + 1, sw)],
+                    np.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",))
-def _occlusion(m, x, t, baseline, masks, batch_size):
+@model_jit(static_argnames=("window", "batch_size", "incremental"), backward=False)
+def _occlusion(m, x, t, baseline, corners, window, batch_size, incremental):
     base = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
-    clean = t(*m(x, check=False))
+    clean_logits, clean_feats = m(x, check=False)
+    clean = t(clean_logits, clean_feats)
+    inputs, steps = m.meta.preprocess(x), inc.plan(m.specs, x.shape[1:3], window)
 
-    def drop(mask):
-        mk = mask[None, :, :, None]
-        return clean - t(*m(x * (1 - mk) + base * mk, check=False))
+    def drop(at):
+        crop = jax.lax.dynamic_slice(base, (0, at[0], at[1], 0), (x.shape[0], *window, 3))
+        if incremental:
+            return clean - t(*inc.perturbed_forward(m, steps, inputs, clean_feats,
+                                                    m.meta.preprocess(crop), tuple(at)))
+        return clean - t(*m(jax.lax.dynamic_update_slice(x, crop, (0, at[0], at[1], 0)),
+                            check=False))
 
-    diffs = chunked_map(drop, masks, batch_size)  # [P, N]
-    count = masks.sum(0)
-    return jnp.einsum("pn,phw->nhw", diffs, masks) / jnp.maximum(count, 1)
+    diffs = chunked_map(drop, corners, batch_size)  # [P, N]
+    masks = jax.vmap(lambda at: jax.lax.dynamic_update_slice(
+        jnp.zeros(x.shape[1:3], x.dtype), jnp.ones(window, x.dtype), tuple(at)))(corners)
+    return jnp.einsum("pn,phw->nhw", diffs, masks) / jnp.maximum(masks.sum(0), 1)
 
 
 @keeps_sharding
 def occlusion(m, x, target, window=(16, 16), stride=(8, 8), baseline=0.0,
-              batch_size: int | None = None) -> jax.Array:
+              batch_size: int | None = None, incremental: bool = True) -> jax.Array:
     """Occlusion sensitivity with Captum's definition.
 
     Each pixel gets the mean, over the windows covering it, of score(x) − score(x with the
@@ -129,6 +134,9 @@ def occlusion(m, x, target, window=(16, 16), stride=(8, 8), baseline=0.0,
       stride: (dy, dx) between window positions.
       baseline: value of the occluded pixels: scalar or array broadcastable to `x`.
       batch_size: window positions evaluated at a time (memory bound); None: all at once.
+      incremental: recompute each layer only on the box the window can change, until the box
+        covers the map (`attribution.incremental`); same scores up to float rounding, several
+        times less work on VGG16. False runs the whole network on every occluded image.
     Returns:
       `[N, H, W]` maps.
     """
@@ -138,5 +146,6 @@ def occlusion(m, x, target, window=(16, 16), stride=(8, 8), baseline=0.0,
         raise ValueError(f"window and stride must be positive, got {window} and {stride}")
     if window[0] > x.shape[1] or window[1] > x.shape[2]:
         raise ValueError(f"window {window} is larger than the image {x.shape[1:3]}")
-    masks = window_masks(x.shape[1:3], window, stride)
-    return _occlusion(m, x, t, jnp.asarray(baseline, x.dtype), jnp.asarray(masks), batch_size)
+    corners = window_corners(x.shape[1:3], window, stride)
+    return _occlusion(m, x, t, jnp.asarray(baseline, x.dtype), jnp.asarray(corners), window,
+                      batch_size, bool(incremental))

@@ -206,16 +206,19 @@ class VGG(nn.Module):
         return layer_specs(self.cfg, self.batch_norm, self.head, self.hidden, self.num_classes)
 
     @nn.compact
-    def __call__(self, x, train: bool = False, taps: dict | None = None):
+    def __call__(self, x, train: bool = False, taps: dict | None = None, start: int = 0,
+                 stop: int | None = None):
         """Returns `(logits, feats)`; `taps` maps layer names to arrays added to their outputs.
 
         Adding a zero tap and differentiating with respect to it gives the gradient of any
-        score with respect to that layer's output (Grad-CAM, layer attribution).
+        score with respect to that layer's output (Grad-CAM, layer attribution). `start` and
+        `stop` run only the layers `specs()[start:stop]`, with `x` the input of layer `start`;
+        the first return value is then the output of the last layer run.
         """
         feats, taps = {}, taps or {}
         if self.conv not in CONVS:
             raise ValueError(f"conv must be one of {', '.join(CONVS)}, got {self.conv!r}")
-        for s in self.specs():
+        for s in self.specs()[start:stop]:
             if s.kind == "conv":
                 x = nn.Conv(s.features, (3, 3), padding=1, kernel_init=torch_conv_init,
                             conv_general_dilated=CONVS[self.conv], name=param_name(s.name))(x)

@@ -7,7 +7,6 @@ many units render in one compiled call by `vmap` over a stacked objective.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 from typing import Any, NamedTuple, Sequence
 
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxinterp import rules
+from jaxinterp._xla import model_jit
 from jaxinterp.chunking import chunked_map
 from jaxinterp.optvis import objectives as obj_lib
 from jaxinterp.optvis import param as param_lib
@@ -137,7 +137,7 @@ def _render(m, objective, key, lr, cfg: _Config) -> Rendered:
     return Rendered(cfg.param(carry[0]), jnp.stack(snaps), jnp.concatenate(scores), None)
 
 
-_render_jit = jax.jit(_render, static_argnames=("cfg",))
+_render_jit = model_jit(static_argnames=("cfg",), rows=lambda a: a["cfg"].batch)(_render)
 
 
 def _config(m, size, steps, param, decorrelate, sigmoid, transforms, batch, thresholds, optimizer,
@@ -206,7 +206,8 @@ def visualize(m, objective, *, size: int | tuple[int, int] = 128, steps: int = 5
     return out._replace(thresholds=cfg.thresholds)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "batch_size", "k"))
+@model_jit(static_argnames=("cfg", "batch_size", "k"),
+           rows=lambda a: a["cfg"].batch * min(a["k"], a["batch_size"] or a["k"]))
 def _render_units(m, objective, key, lr, cfg, batch_size, k):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(k))
     return chunked_map(lambda ok: _render(m, ok[0], ok[1], lr, cfg), (objective, keys), batch_size)
