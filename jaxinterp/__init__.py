@@ -1,6 +1,7 @@
 """jaxinterp: neural-network interpretability for JAX and Flax."""
 
 from jaxinterp import data, evaluation, images, optvis, rules, targets, viz
+from jaxinterp._xla import compiler_options
 from jaxinterp.attribution import (cam, deconvnet, grad_cam, guided_backprop, guided_grad_cam,
                                    input_x_gradient, integrated_gradients, occlusion, saliency,
                                    smooth_grad)
@@ -13,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "cam",
+    "compiler_options",
     "deconvnet",
     "evaluation",
     "grad_cam",

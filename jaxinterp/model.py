@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp._xla import model_jit
+from jaxinterp._xla import tuned_jit
 from jaxinterp.models import vgg as vgg_lib
 
 
@@ -92,7 +92,7 @@ def build_module(meta: Meta) -> vgg_lib.VGG:
     return vgg_lib.vgg(meta.arch, **dict(meta.config))
 
 
-@model_jit(static_argnames=("module", "preprocess"), backward=False, module=lambda a: a["module"])
+@tuned_jit(static_argnames=("module", "preprocess"))
 def _forward(module, preprocess, variables, x, taps):
     return module.apply(variables, preprocess(x), taps=taps)
 
@@ -175,6 +175,24 @@ class Model:
         logits, feats = _forward(self.module, self.meta.preprocess, self.variables, x, taps)
         for alias, name in self.aliases.items():
             feats[alias] = feats[name]
+        return logits, feats
+
+    def resume(self, h, start: int, earlier: dict | None = None):
+        """Runs layers `specs[start:]` on `h`, the output of layer `start - 1`.
+
+        Args:
+          h: the map (or vector) that layer `start` takes as input; no preprocessing applies.
+          start: index of the first layer to run.
+          earlier: maps of layers before `start` to return with the rest (by torchvision name).
+        Returns:
+          `(logits, feats)` as `__call__`, `feats` holding `earlier` and every layer run, with
+          the aliases of those names.
+        """
+        logits, feats = self.module.apply(self.variables, h, start=start)
+        feats = {**(earlier or {}), **feats}
+        for alias, name in self.aliases.items():
+            if name in feats:
+                feats[alias] = feats[name]
         return logits, feats
 
     def with_act(self, act: Callable) -> "Model":

@@ -78,8 +78,8 @@ def test_tuned_compile_matches_default(mini, data, name, monkeypatch):
     windows with near-ties, whose gradient any two compilations may route differently (even
     one image alone vs. in a batch, with the same options).
     """
-    tuned = ji._xla.YNN_OFF if jax.default_backend() == "cpu" else {}
-    assert ji._xla.compiler_options(mini.module, True, 4) == tuned
+    tuned = ji._xla.OPTIONS if jax.default_backend() == "cpu" else {}
+    assert ji._xla.compiler_options() == tuned
     f, _ = METHODS[name]
     x = jax.random.uniform(jax.random.key(21), data[0].shape)
     got = np.asarray(f(mini, x, data[1]))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxinterp._xla import model_jit
+from jaxinterp._xla import tuned_jit
 from jaxinterp.attribution._core import keeps_sharding, prepare, total_score
 from jaxinterp.attribution.gradients import _gradient
 
@@ -31,7 +31,7 @@ def _layer(m, layer):
     return name
 
 
-@model_jit(static_argnames=("layer", "relu", "upsample", "interpolation", "weighting"))
+@tuned_jit(static_argnames=("layer", "relu", "upsample", "interpolation", "weighting"))
 def _grad_cam(m, x, t, layer, relu, upsample, interpolation, weighting):
     a_shape = jax.eval_shape(lambda x: m(x, check=False)[1][layer], x)
     zeros = jnp.zeros(a_shape.shape, a_shape.dtype)
@@ -68,7 +68,7 @@ def grad_cam(m, x, target, layer: str | None = None, relu: bool = True, upsample
     return _grad_cam(m, x, t, _layer(m, layer), relu, upsample, interpolation, weighting)
 
 
-@model_jit(static_argnames=("layer", "interpolation"))
+@tuned_jit(static_argnames=("layer", "interpolation"))
 def _guided_grad_cam(m, x, t, layer, interpolation):
     cam = _grad_cam(m, x, t, layer, True, True, interpolation, "gradient")
     return _gradient(m, x, t, rule="guided") * cam[..., None]
@@ -96,7 +96,7 @@ def _cam_layer(m):
     return names[names.index("avgpool") - 1]
 
 
-@model_jit(static_argnames=("layer", "upsample", "interpolation"), backward=False)
+@tuned_jit(static_argnames=("layer", "upsample", "interpolation"))
 def _cam(m, x, t, layer, upsample, interpolation):
     logits, feats = m(x, check=False)
     w = m.params["classifier_0"]["kernel"]  # [C, K]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxinterp._xla import model_jit
+from jaxinterp._xla import tuned_jit
 from jaxinterp.attribution._core import input_gradient, keeps_sharding, prepare
 from jaxinterp.rules import RULES
 
 
-@model_jit(static_argnames=("rule", "absolute", "times_input"))
+@tuned_jit(static_argnames=("rule", "absolute", "times_input"))
 def _gradient(m, x, t, rule=None, absolute=False, times_input=False):
     g = input_gradient(m.with_act(RULES[rule]) if rule else m, t, x)
     g = g * x if times_input else g

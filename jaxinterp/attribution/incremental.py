@@ -96,9 +96,4 @@ def perturbed_forward(m, steps, inputs, feats, crop, at):
             crop = m.module.apply(m.variables, crop, start=st.index, stop=st.index + 1)[0]
         at, prev = lo, feats[names[st.index]]
         out[names[st.index]] = _paste(prev, crop, at)  # dropped by XLA unless a target reads it
-    rest = steps[-1].index + 1 if steps else 0
-    logits, tail = m.module.apply(m.variables, _paste(prev, crop, at), start=rest)
-    out.update(tail)
-    for alias, name in m.aliases.items():
-        out[alias] = out[name]
-    return logits, out
+    return m.resume(_paste(prev, crop, at), steps[-1].index + 1 if steps else 0, out)

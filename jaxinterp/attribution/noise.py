@@ -7,7 +7,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxinterp._xla import chunk_rows, model_jit
+from jaxinterp._xla import tuned_jit
 from jaxinterp.attribution._core import keeps_sharding, loop_ready, prepare
 from jaxinterp.attribution.gradients import saliency
 from jaxinterp.chunking import chunked_map
@@ -15,8 +15,7 @@ from jaxinterp.chunking import chunked_map
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
-@model_jit(static_argnames=("method", "samples", "kind", "batch_size"),
-           rows=lambda a: chunk_rows(a, "samples"))
+@tuned_jit(static_argnames=("method", "samples", "kind", "batch_size"))
 def _smooth(m, x, t, key, noise, method, samples, kind, batch_size):
     sigma = noise * (x.max((1, 2, 3)) - x.min((1, 2, 3)))
     if key.ndim == 0:  # one key: example i draws from fold_in(key, i)

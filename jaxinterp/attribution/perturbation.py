@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp._xla import chunk_rows, model_jit
+from jaxinterp._xla import tuned_jit
 from jaxinterp.attribution import incremental as inc
-from jaxinterp.attribution._core import input_gradient, keeps_sharding, loop_ready, prepare
-from jaxinterp.chunking import chunked_map
+from jaxinterp.attribution._core import keeps_sharding, loop_ready, prepare
+from jaxinterp.chunking import chunked_map, chunked_sum
 
 IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
               "riemann_trapezoid", "trapezoid")
@@ -44,12 +44,21 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return a, w
 
 
-@model_jit(static_argnames=("batch_size", "return_delta"), rows=lambda a: chunk_rows(a, "alphas"))
+@tuned_jit(static_argnames=("batch_size", "return_delta"))
 def _ig(m, x, t, baseline, alphas, weights, batch_size, return_delta):
+    # The first layer (preprocessing + convolution) is affine, so along the straight path its
+    # output is h(base) + alpha * (h(x) - h(base)), and the sum of the path gradients passes
+    # back through it once: sum_k w_k dF/dz(z_k) = h'^T (sum_k w_k dF/dh(h_k)).
     base = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
-    ml = loop_ready(m, batch_size)
-    grads = chunked_map(lambda a: input_gradient(ml, t, base + a * (x - base)), alphas, batch_size)
-    attr = (x - base) * jnp.tensordot(weights, grads, 1)
+    first = lambda z: m.module.apply(m.variables, m.meta.preprocess(z), stop=1)[0]  # noqa: E731
+    h0, back = jax.vjp(first, base)
+    dh, name, ml = first(x) - h0, m.layers[0], loop_ready(m, batch_size)
+
+    def weighted_grad(aw):
+        score = lambda h: t(*ml.resume(h, 1, {name: h})).sum()  # noqa: E731
+        return aw[1] * jax.grad(score)(h0 + aw[0] * dh)
+
+    attr = (x - base) * back(chunked_sum(weighted_grad, (alphas, weights), batch_size))[0]
     if not return_delta:
         return attr
     f = lambda z: t(*m(z, check=False))  # noqa: E731
@@ -97,7 +106,7 @@ def window_corners(size, window, stride) -> np.ndarray:
                     np.int32)
 
 
-@model_jit(static_argnames=("window", "batch_size", "incremental"), backward=False)
+@tuned_jit(static_argnames=("window", "batch_size", "incremental"))
 def _occlusion(m, x, t, baseline, corners, window, batch_size, incremental):
     base = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     clean_logits, clean_feats = m(x, check=False)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxinterp import rules
-from jaxinterp._xla import model_jit
+from jaxinterp._xla import tuned_jit
 from jaxinterp.chunking import chunked_map
 from jaxinterp.optvis import objectives as obj_lib
 from jaxinterp.optvis import param as param_lib
@@ -137,7 +137,7 @@ def _render(m, objective, key, lr, cfg: _Config) -> Rendered:
     return Rendered(cfg.param(carry[0]), jnp.stack(snaps), jnp.concatenate(scores), None)
 
 
-_render_jit = model_jit(static_argnames=("cfg",), rows=lambda a: a["cfg"].batch)(_render)
+_render_jit = tuned_jit(static_argnames=("cfg",))(_render)
 
 
 def _config(m, size, steps, param, decorrelate, sigmoid, transforms, batch, thresholds, optimizer,
@@ -206,8 +206,7 @@ def visualize(m, objective, *, size: int | tuple[int, int] = 128, steps: int = 5
     return out._replace(thresholds=cfg.thresholds)
 
 
-@model_jit(static_argnames=("cfg", "batch_size", "k"),
-           rows=lambda a: a["cfg"].batch * min(a["k"], a["batch_size"] or a["k"]))
+@tuned_jit(static_argnames=("cfg", "batch_size", "k"))
 def _render_units(m, objective, key, lr, cfg, batch_size, k):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(k))
     return chunked_map(lambda ok: _render(m, ok[0], ok[1], lr, cfg), (objective, keys), batch_size)
