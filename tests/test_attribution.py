@@ -54,38 +54,27 @@ def test_shape_dtype_finite_nonzero(results, data, name):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_jit_equals_no_jit(mini, data, results, name, monkeypatch):
-    # Eager mode compiles each op with XLA's default options; compare with the jitted method
-    # under the same options. (Other kernels round differently, and on these flat-coloured
-    # images IG's dim path points have near-tied pooling windows whose gradient routing then
-    # differs at a few pixels; test_tuned_compile_matches_default covers the tuned options.)
-    monkeypatch.setattr(ji._xla, "compiler_options", lambda *a: {})
+def test_jit_equals_no_jit_and_tuned_equals_default(mini, data, name, monkeypatch):
+    """jit == eager == inside a user's jit, and jaxinterp's XLA options change speed only.
+
+    Eager mode compiles each op with XLA's default options, so the jitted method is compared
+    under the same options. Noise images: on the flat-coloured shapes, the dim points of IG's
+    path give pooling windows with near-ties, whose gradient any two compilations may route
+    differently (even one image alone vs. in a batch, with the same options).
+    """
+    assert ji._xla.compiler_options() == (ji._xla.OPTIONS if jax.default_backend() == "cpu"
+                                          else {})
     f, _ = METHODS[name]
-    x, y = data
+    x, y = jax.random.uniform(jax.random.key(21), data[0].shape), data[1]
+    tuned = np.asarray(f(mini, x, y))
+    monkeypatch.setattr(ji._xla, "compiler_options", lambda *a: {})
     want = np.asarray(f(mini, x, y))
+    np.testing.assert_allclose(tuned, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     with jax.disable_jit():
         eager = np.asarray(f(mini, x, y))
     np.testing.assert_allclose(eager, want, rtol=1e-4, atol=1e-5 * np.abs(eager).max())
     wrapped = jax.jit(lambda m, x, y: f(m, x, y))(mini, x, y)  # inside a user's jit
     np.testing.assert_allclose(wrapped, want, rtol=1e-5, atol=1e-6 * np.abs(eager).max())
-
-
-@pytest.mark.parametrize("name", METHODS)
-def test_tuned_compile_matches_default(mini, data, name, monkeypatch):
-    """jaxinterp's XLA options (`_xla.compiler_options`) change speed, not results.
-
-    On noise images: on the flat-coloured shapes, the dim points of IG's path give pooling
-    windows with near-ties, whose gradient any two compilations may route differently (even
-    one image alone vs. in a batch, with the same options).
-    """
-    tuned = ji._xla.OPTIONS if jax.default_backend() == "cpu" else {}
-    assert ji._xla.compiler_options() == tuned
-    f, _ = METHODS[name]
-    x = jax.random.uniform(jax.random.key(21), data[0].shape)
-    got = np.asarray(f(mini, x, data[1]))
-    monkeypatch.setattr(ji._xla, "compiler_options", lambda *a: {})
-    default = np.asarray(f(mini, x, data[1]))
-    np.testing.assert_allclose(got, default, rtol=1e-4, atol=1e-5 * np.abs(default).max())
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -44,6 +44,34 @@ def test_forward_returns_every_layer_and_alias(mini):
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("start", [1, 4, 11])
+def test_resume_from_a_layer_equals_the_full_pass(mini, start):
+    x = jax.random.uniform(jax.random.key(2), (2, 64, 64, 3))
+    logits, feats = mini(x)
+    name = mini.layers[start - 1]
+    got_logits, got = mini.resume(feats[name], start, {name: feats[name]})
+    np.testing.assert_allclose(got_logits, logits, rtol=1e-5, atol=1e-5)
+    assert [layer for layer in mini.layers if layer in got] == mini.layers[start - 1:]
+    for layer in mini.layers[start - 1:]:
+        np.testing.assert_allclose(got[layer], feats[layer], rtol=1e-5, atol=1e-5)
+    for alias, layer in mini.aliases.items():
+        assert (alias in got) == (layer in got)
+
+
+def test_chunked_sum_equals_the_plain_sum():
+    from jaxinterp.chunking import chunked_sum
+
+    xs = (jnp.arange(7.0), jnp.arange(14.0).reshape(7, 2))
+    f = lambda p: {"a": p[0] ** 2, "b": p[1] * p[0]}  # noqa: E731
+    want = {"a": (xs[0] ** 2).sum(), "b": (xs[1] * xs[0][:, None]).sum(0)}
+    for bs in (None, 1, 2, 3, 7, 9):  # chunks with and without a remainder
+        got = chunked_sum(f, xs, bs)
+        np.testing.assert_allclose(got["a"], want["a"])
+        np.testing.assert_allclose(got["b"], want["b"])
+    with pytest.raises(ValueError, match="batch_size must be a positive"):
+        chunked_sum(f, xs, 0)
+
+
 def test_preprocessing_is_applied_inside(mini):
     x = ji.data.shapes(jax.random.key(3), 2).images
     raw = mini.module.apply(mini.variables, (x - 0.5) / 0.25)[0]
