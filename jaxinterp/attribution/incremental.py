@@ -14,6 +14,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from jaxinterp.models.vgg import param_name
+
 
 @dataclasses.dataclass(frozen=True)
 class Step:
@@ -84,7 +86,7 @@ def perturbed_forward(m, steps, inputs, feats, crop, at):
             window = _slice(jnp.pad(prev, ((0, 0), (1, 1), (1, 1), (0, 0))), lo,
                             (st.box[0] + 2, st.box[1] + 2))
             window = _paste(window, crop, (at[0] - lo[0] + 1, at[1] - lo[1] + 1))
-            crop = _conv_valid(window, params[specs[st.index].name.replace(".", "_")])
+            crop = _conv_valid(window, params[param_name(specs[st.index].name)])
         elif st.kind == "pool":
             lo = tuple(jnp.clip(a // 2, 0, n - b) for a, n, b in zip(at, st.size, st.box))
             window = _slice(prev, (2 * lo[0], 2 * lo[1]), (2 * st.box[0], 2 * st.box[1]))
