@@ -6,8 +6,10 @@ from jaxinterp.attribution import (cam, deconvnet, grad_cam, guided_backprop, gu
                                    input_x_gradient, integrated_gradients, occlusion, saliency,
                                    smooth_grad)
 from jaxinterp.optvis import Yosinski, objectives, visualize, visualize_units
-from jaxinterp.model import Model, Preprocess, check_images, init_model, load_model
-from jaxinterp.weights import CheckpointError, import_weights, load_checkpoint, save_model
+from jaxinterp.checks import check_images
+from jaxinterp.model import Model, Preprocess, init_model
+from jaxinterp.weights import (CheckpointError, import_weights, load_checkpoint, load_model,
+                               save_model)
 
 __version__ = "0.1.0"
 

@@ -51,6 +51,8 @@ def chunked_sum(f: Callable, xs: Any, batch_size: int | None = None) -> Any:
 
 
 def _count(xs: Any, batch_size: int | None) -> int:
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if batch_size is not None:
+        from jaxinterp.checks import check_batch_size
+
+        batch_size = check_batch_size(batch_size)
     return jax.tree_util.tree_leaves(xs)[0].shape[0]

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._xla import tuned_jit
+from jaxinterp.checks import check_images
 from jaxinterp.models import vgg as vgg_lib
 
 
@@ -40,12 +41,27 @@ class Preprocess:
         return (x * self.scale - mean) / std
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
+    def from_dict(cls, d: Any) -> "Preprocess":
+        """Reads and validates the `preprocess` entry of checkpoint metadata."""
+        if not isinstance(d, dict):
+            raise ValueError(f"preprocess must be an object with mean, std, scale, channel_order; "
+                             f"got {type(d).__name__}")
         order = d.get("channel_order", "RGB")
         if order not in ("RGB", "BGR"):
             raise ValueError(f"preprocess.channel_order must be 'RGB' or 'BGR', got {order!r}")
-        return cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])),
-                   float(d.get("scale", 1.0)), order)
+        out = {}
+        for field in ("mean", "std"):
+            v = d.get(field)
+            if (not isinstance(v, (list, tuple)) or len(v) != 3
+                    or not all(isinstance(c, (int, float)) and np.isfinite(c) for c in v)):
+                raise ValueError(f"preprocess.{field} must be 3 finite numbers, got {v!r}")
+            out[field] = tuple(float(c) for c in v)
+        if min(abs(c) for c in out["std"]) == 0:
+            raise ValueError(f"preprocess.std must be non-zero, got {out['std']}")
+        scale = d.get("scale", 1.0)
+        if not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale == 0:
+            raise ValueError(f"preprocess.scale must be a finite non-zero number, got {scale!r}")
+        return cls(out["mean"], out["std"], float(scale), order)
 
 
 TORCHVISION = Preprocess()
@@ -75,10 +91,55 @@ class Meta:
                 "preprocess": dataclasses.asdict(self.preprocess), "extra": self.extra}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Meta":
-        return cls(d["arch"], tuple(sorted(d.get("config", {}).items())), tuple(d["classes"]),
-                   tuple(int(v) for v in d["input_size"]), Preprocess.from_dict(d["preprocess"]),
-                   json.dumps(d.get("extra", {}), sort_keys=True))
+    def from_dict(cls, d: Any) -> "Meta":
+        """Reads and validates checkpoint metadata; a clear `ValueError` names what is wrong."""
+        if not isinstance(d, dict):
+            raise ValueError(f"metadata must be a JSON object, got {type(d).__name__}")
+        missing = [k for k in ("arch", "classes", "input_size", "preprocess") if k not in d]
+        if missing:
+            raise ValueError(f"metadata lacks {', '.join(missing)}")
+        config = d.get("config", {})
+        if not isinstance(d["arch"], str) or not isinstance(config, dict):
+            raise ValueError("metadata arch must be a string and config an object")
+        classes = d["classes"]
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ValueError("metadata classes must be a list of class names")
+        size = d["input_size"]
+        if (not isinstance(size, list) or len(size) != 2
+                or not all(isinstance(v, int) and v > 0 for v in size)):
+            raise ValueError(f"metadata input_size must be [height, width], got {size!r}")
+        extra = d.get("extra", {})
+        if not isinstance(extra, dict):
+            raise ValueError("metadata extra must be an object")
+        try:
+            module = vgg_lib.vgg(d["arch"], **config)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"metadata arch/config do not describe a model: {e}") from None
+        if len(classes) != module.num_classes:
+            raise ValueError(f"metadata has {len(classes)} class names for a model with "
+                             f"{module.num_classes} outputs")
+        return cls(d["arch"], tuple(sorted(config.items())), tuple(classes),
+                   tuple(size), Preprocess.from_dict(d["preprocess"]),
+                   json.dumps(extra, sort_keys=True))
+
+
+class _Described:
+    """Holds a model's description (classes, input size, records) in its pytree structure
+    without making it part of JIT cache keys: every `_Described` equals every other.
+
+    Two checkpoints of one architecture and preprocessing thus share compiled programs. The
+    cost: a `Model` *returned* from a jitted function carries the description of the model
+    that function was first traced with (see `Model`).
+    """
+
+    def __init__(self, meta):
+        self.meta = meta
+
+    def __eq__(self, other):
+        return isinstance(other, _Described)
+
+    def __hash__(self):
+        return 0
 
 
 def imagenet_classes() -> list[str]:
@@ -97,55 +158,19 @@ def _forward(module, preprocess, variables, x, taps):
     return module.apply(variables, preprocess(x), taps=taps)
 
 
-@jax.jit
-def _value_range(x):
-    return jnp.stack([jnp.min(x), jnp.max(x)])
-
-
-def check_images(x: Any, name: str = "x", min_size: int = 1) -> jax.Array:
-    """Checks that `x` is a float batch `[N, H, W, 3]` with values in [0, 1]; returns it as an array.
-
-    Args:
-      x: the images.
-      name: the argument name used in error messages.
-      min_size: smallest height/width the model accepts.
-    Returns:
-      `x` as a jax array (unchanged values).
-    """
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        try:
-            x = np.asarray(x)
-        except Exception as e:  # noqa: BLE001
-            raise TypeError(f"{name} must be an array of images [N, H, W, 3], got {type(x)}") from e
-    shape = tuple(x.shape)
-    if len(shape) != 4:
-        hint = " (one image? add a batch axis: x[None])" if len(shape) == 3 else ""
-        raise ValueError(f"{name} must have rank 4 [N, H, W, 3], got shape {shape}{hint}")
-    if shape[-1] != 3:
-        hint = " (NCHW? use x.transpose(0, 2, 3, 1))" if shape[1] == 3 else ""
-        raise ValueError(f"{name} must have 3 RGB channels last [N, H, W, 3], got shape {shape}{hint}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must be floating point in [0, 1], got dtype {x.dtype}"
-                        + (" (use x.astype('float32') / 255)" if x.dtype == np.uint8 else ""))
-    if shape[1] < min_size or shape[2] < min_size:
-        raise ValueError(f"{name} is {shape[1]}x{shape[2]}; this model needs at least "
-                         f"{min_size}x{min_size}")
-    if not isinstance(x, jax.core.Tracer):
-        lo, hi = map(float, _value_range(x))  # one transfer to the host
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise ValueError(f"{name} contains NaN or infinite values")
-        if lo < -1e-6 or hi > 1 + 1e-6:
-            raise ValueError(f"{name} must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}]"
-                             " (preprocessing is applied inside the model)")
-    return jnp.asarray(x)
-
-
 @jax.tree_util.register_pytree_node_class
 class Model:
     """A VGG module with its variables and metadata.
 
     Call it on images in [0, 1]: `logits, feats = m(x)` with `x` float `[N, H, W, 3]` RGB; `feats`
     holds every layer's output under its torchvision name and its aliases (NHWC for maps).
+
+    A pytree: the variables are leaves; the module and the preprocessing are static. Class
+    names, input size and the source record are carried along but are not part of JIT cache
+    keys, so two checkpoints of one architecture (say two imported VGG16 files) share one
+    compilation. A `Model` returned *out of* a jitted function therefore carries the class
+    names of the model the function was first traced with; take the returned variables with
+    `m.with_variables(out.variables)` when that matters.
     """
 
     def __init__(self, module: vgg_lib.VGG, variables: Any, meta: Meta):
@@ -153,13 +178,14 @@ class Model:
         self.variables = variables
         self.meta = meta
 
-    # pytree protocol: variables are children, module and metadata are static
+    # pytree protocol: variables are children; static: only what changes the program (the
+    # module and the preprocessing). Class names, input size and records ride along unhashed.
     def tree_flatten(self):
-        return (self.variables,), (self.module, self.meta)
+        return (self.variables,), (self.module, self.meta.preprocess, _Described(self.meta))
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(aux[0], children[0], aux[1])
+        return cls(aux[0], children[0], aux[2].meta)
 
     def __call__(self, x, *, check: bool = True, taps: dict | None = None):
         """Runs the network: images `[N, H, W, 3]` in [0, 1] -> `(logits, feats)`.
@@ -321,36 +347,3 @@ def init_model(arch: str, key: jax.Array | None = None, num_classes: int | None 
     key = jax.random.key(0) if key is None else key
     variables = jax.jit(module.init)(key, jnp.zeros((1, n, n, 3), jnp.float32))
     return Model(module, variables, meta)
-
-
-def load_model(name: str | None = None, *, key: jax.Array | None = None, **config) -> Model:
-    """Loads a model by name or checkpoint directory.
-
-    Args:
-      name: None or "vgg-mini" for the shipped default (trained on `shapes`, offline); an
-        architecture name (`vgg11`, `vgg13`, `vgg16`, `vgg19`, `_bn` variants) for random weights;
-        or the path of a checkpoint directory written by `save_model` / `import_weights`.
-      key: PRNG key for random weights. Given with "vgg-mini", it initializes the architecture
-        randomly instead of loading the shipped weights.
-      **config: options for random initialization (`num_classes`, `pool`, ...).
-    Returns:
-      A `Model`.
-    """
-    import os
-
-    from jaxinterp import weights
-
-    if name is None or (name == "vgg-mini" and key is None and not config):
-        return weights.load_checkpoint(weights.default_checkpoint())
-    if os.path.isdir(name):
-        return weights.load_checkpoint(name)
-    if os.path.isfile(name):
-        raise ValueError(f"{name!r} is a file, not a checkpoint directory; import it first with "
-                         "ji.import_weights(src, arch=...) or `jaxinterp weights import`")
-    try:
-        return init_model(name, key, **config)
-    except ValueError as e:
-        if "unknown arch" in str(e):
-            raise ValueError(f"{name!r} is neither a known architecture nor a checkpoint "
-                             f"directory; {str(e).split('; ', 1)[1]}") from None
-        raise

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxinterp.checks import guarded, is_traced
 
 
 @jax.tree_util.register_pytree_node_class
@@ -42,20 +45,30 @@ def as_target(m, target: Any, n: int) -> Target:
     if target is None:
         raise ValueError("target is required: a class index, an int array [N], or a callable "
                          "(logits, feats) -> [N] scores")
-    traced = isinstance(target, jax.core.Tracer)
-    t = target if traced else np.asarray(target)
+    traced = is_traced(target)
+    t = jnp.asarray(target) if traced else np.asarray(target)
     if not jnp.issubdtype(t.dtype, jnp.integer):
         raise TypeError(f"target must be an int class index or int array, got dtype {t.dtype}")
     if t.ndim == 0:
         t = jnp.broadcast_to(t, (n,)) if traced else np.broadcast_to(t, (n,))
     if t.shape != (n,):
         raise ValueError(f"target must be an int or an int array of shape ({n},), got {t.shape}")
-    if traced:
-        return Target(index=t.astype(jnp.int32))
-    bad = t[(t < 0) | (t >= m.num_classes)]
+    k = m.num_classes
+
+    def problem(lo, hi):
+        lo, hi = int(np.min(lo)), int(np.max(hi))
+        if lo < 0 or hi >= k:
+            bad = lo if lo < 0 else hi
+            return (f"target {bad} out of range: {m.arch} has {k} classes (0 … {k - 1})")
+        return None
+
+    if traced:  # checked when the program runs (checks.guarded)
+        t = t.astype(jnp.int32)
+        return Target(index=guarded(t, problem, t.min(), t.max()))
+    bad = t[(t < 0) | (t >= k)]
     if bad.size:
-        raise ValueError(f"target {bad.tolist()} out of range: {m.arch} has {m.num_classes} "
-                         f"classes (0 … {m.num_classes - 1})")
+        raise ValueError(f"target {bad.tolist()} out of range: {m.arch} has {k} "
+                         f"classes (0 … {k - 1})")
     return Target(index=jnp.asarray(t.astype(np.int32)))
 
 
@@ -76,10 +89,30 @@ class unit:  # noqa: N801 — used like a function: ji.targets.unit("conv5_3", 9
     y: int | None = None
     x: int | None = None
 
+    def __post_init__(self):
+        for field in ("channel", "y", "x"):
+            v = getattr(self, field)
+            if v is not None and (not isinstance(v, numbers.Integral) or isinstance(v, bool)
+                                  or v < 0):
+                raise ValueError(f"unit {field} must be a non-negative int, got {v!r}")
+        if (self.y is None) != (self.x is None):
+            raise ValueError("unit needs both y and x (a neuron) or neither (a channel mean)")
+
     def __call__(self, logits, feats):
         if self.layer not in feats:
             raise ValueError(f"unknown layer {self.layer!r}; valid: {', '.join(sorted(feats))}")
-        a = feats[self.layer][..., self.channel]
+        a = feats[self.layer]
+        if self.channel >= a.shape[-1]:
+            raise ValueError(f"unit channel {self.channel} out of range: {self.layer} has "
+                             f"{a.shape[-1]} channels (0 … {a.shape[-1] - 1})")
+        a = a[..., self.channel]
         if a.ndim == 1:
+            if self.y is not None:
+                raise ValueError(f"{self.layer} has no spatial positions; omit y and x")
             return a
-        return a.mean((1, 2)) if self.y is None else a[:, self.y, self.x]
+        if self.y is None:
+            return a.mean((1, 2))
+        if self.y >= a.shape[1] or self.x >= a.shape[2]:
+            raise ValueError(f"unit position ({self.y}, {self.x}) out of range: {self.layer} is "
+                             f"{a.shape[1]}x{a.shape[2]}")
+        return a[:, self.y, self.x]

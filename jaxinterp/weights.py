@@ -7,8 +7,12 @@ name and renamed into place when complete, so an interrupted write never looks l
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -64,23 +68,90 @@ def check_variables(variables: Any, module: vgg_lib.VGG, source: str) -> None:
         raise CheckpointError(f"{source} does not match the architecture:\n" + "\n".join(problems))
 
 
+def params_checksum(variables: Any) -> str:
+    """SHA-256 of every variable's float32 bytes, in sorted path order (stored in metadata)."""
+    h = hashlib.sha256()
+    for name, v in sorted(_flat(variables).items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(np.asarray(v, np.float32)).tobytes())
+    return h.hexdigest()
+
+
+CHECKPOINT_ENTRIES = {"metadata.json", "state"}
+
+
+def is_checkpoint_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` is recognisably a jaxinterp checkpoint: our metadata file and nothing else
+    besides the orbax `state/` directory (so replacing it can delete no user file)."""
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        return False
+    if not set(os.listdir(path)) <= CHECKPOINT_ENTRIES or not (path / "metadata.json").is_file():
+        return False
+    try:
+        return json.loads((path / "metadata.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale(path: Path) -> None:
+    """Removes what interrupted writes of `path` left behind (their process is gone).
+
+    `.NAME.partial-PID-*`: an unfinished new checkpoint, removed. `.NAME.old-PID`: the previous
+    checkpoint moved aside; removed if `path` is complete, else moved back into place.
+    """
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(partial|old)-(\d+)(-.*)?$")
+    if not path.parent.is_dir():
+        return
+    for entry in path.parent.iterdir():
+        match = pattern.match(entry.name)
+        if not match or _pid_alive(int(match.group(2))) and int(match.group(2)) != os.getpid():
+            continue
+        if not entry.is_dir() or not set(os.listdir(entry)) <= CHECKPOINT_ENTRIES:
+            continue  # not something we wrote: leave it
+        if match.group(1) == "old" and not path.exists():
+            os.rename(entry, path)  # the replacement never landed: restore the previous one
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def save_model(m: model_lib.Model, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Writes `m` as a checkpoint directory (orbax state + metadata.json), atomically.
+
+    The checkpoint is written under a hidden temporary name beside `path` and renamed into place
+    when complete; an existing checkpoint is replaced only after that, and only if it is
+    recognisably one (`is_checkpoint_dir`): anything else at `path` is refused and left as is.
+    What an interrupted earlier write left behind is cleaned first.
 
     Args:
       m: the model.
       path: directory to create.
-      overwrite: replace an existing checkpoint at `path`.
+      overwrite: replace an existing jaxinterp checkpoint at `path`.
     Returns:
       The absolute path written.
     """
     import orbax.checkpoint as ocp
 
-    path = Path(path).absolute()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+    path = Path(os.path.abspath(path))
+    _clean_stale(path)
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+        if not is_checkpoint_dir(path):
+            raise FileExistsError(f"{path} exists and is not a jaxinterp checkpoint (a directory "
+                                  "with only metadata.json and state/); refusing to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.parent))
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -89,7 +160,8 @@ def save_model(m: model_lib.Model, path: str | os.PathLike, *, overwrite: bool =
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "state", variables)
             ckptr.wait_until_finished()
-        meta = {"format": FORMAT, "version": VERSION, **m.meta.to_dict()}
+        meta = {"format": FORMAT, "version": VERSION, **m.meta.to_dict(),
+                "params_sha256": params_checksum(variables)}
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -112,23 +184,54 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path} is not a jaxinterp checkpoint (no metadata.json)")
     try:
         meta = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{f} is not valid JSON: {e}") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{f} is not a {FORMAT} file")
     return meta
 
 
+def read_meta(path: str | os.PathLike) -> model_lib.Meta:
+    """The validated `Meta` of a checkpoint directory (`CheckpointError` naming what is wrong)."""
+    try:
+        return model_lib.Meta.from_dict(read_metadata(path))
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        raise CheckpointError(f"{Path(path) / 'metadata.json'}: {e}") from None
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Keeps orbax/tensorstore/asyncio from logging tracebacks of a read that we report."""
+    names = ("absl", "orbax", "asyncio", "jax._src.distributed", "tensorstore")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def load_checkpoint(path: str | os.PathLike) -> model_lib.Model:
-    """Loads a checkpoint directory written by `save_model` (or `import_weights(out=...)`)."""
+    """Loads a checkpoint directory written by `save_model` (or `import_weights(out=...)`).
+
+    The parameters are verified against the checksum in the metadata (checkpoints written before
+    checksums existed load unverified); a mismatch, a truncated or unreadable state, or metadata
+    of the wrong form raise `CheckpointError`.
+    """
     import orbax.checkpoint as ocp
 
-    path = Path(path).absolute()
-    meta = model_lib.Meta.from_dict(read_metadata(path))
+    path = Path(os.path.abspath(path))
+    raw = read_metadata(path)
+    meta = read_meta(path)
     module = model_lib.build_module(meta)
     target = model_lib.abstract_variables(module)
     try:
-        with ocp.StandardCheckpointer() as ckptr:
+        with _quiet_orbax(), ocp.StandardCheckpointer() as ckptr:
             stored = ckptr.metadata(path / "state")
             stored = getattr(stored, "item_metadata", stored)
             check_variables(jax.tree_util.tree_map(lambda v: np.empty(v.shape, np.uint8), stored,
@@ -138,8 +241,80 @@ def load_checkpoint(path: str | os.PathLike) -> model_lib.Model:
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 — orbax/tensorstore raise many kinds
-        raise CheckpointError(f"could not read the checkpoint state in {path}: {e}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is truncated or corrupt: could not read its state "
+                              f"({first[:300]})") from None
+    want = raw.get("params_sha256")
+    if want is not None and params_checksum(variables) != want:
+        raise CheckpointError(f"{path} is corrupt: its parameters do not match the checksum in "
+                              "metadata.json (changed or damaged files)")
     return model_lib.Model(module, variables, meta)
+
+
+# --------------------------------------------------------------------------- which model
+
+
+def locate(name: str | os.PathLike | None = None, key: Any = None, **config) -> tuple[str, Any]:
+    """What `load_model(name, key=..., **config)` loads: `("default" | "checkpoint", path)` or
+    `("arch", name)`.
+
+    An architecture name is an architecture (random weights), even if a directory of that name
+    exists, when `key=` or options are given; without them such a clash is refused as
+    ambiguous. A path is a path: write `./vgg16` for a directory named like an architecture.
+    """
+    if name is None or (name == "vgg-mini" and key is None and not config):
+        return "default", default_checkpoint()
+    name = os.fspath(name)
+    is_arch = _is_arch(name)
+    if is_arch and (key is not None or config):
+        return "arch", name
+    if os.path.isdir(name):
+        if is_arch:
+            raise ValueError(f"{name!r} is both an architecture and a directory here; pass key= "
+                             f"for the architecture with random weights, or './{name}' for the "
+                             "checkpoint directory")
+        return "checkpoint", Path(name)
+    if is_arch:
+        return "arch", name
+    if os.path.isfile(name):
+        raise ValueError(f"{name!r} is a file, not a checkpoint directory; import it first with "
+                         "ji.import_weights(src, arch=...) or `jaxinterp weights import`")
+    raise ValueError(f"{name!r} is neither a known architecture nor a checkpoint directory; "
+                     f"valid architectures: {', '.join(vgg_lib.ARCHS)}")
+
+
+def _is_arch(name: str) -> bool:
+    return name in vgg_lib.ARCHS
+
+
+def load_model(name: str | os.PathLike | None = None, *, key: Any = None,
+               **config) -> model_lib.Model:
+    """Loads a model by name or checkpoint directory.
+
+    Args:
+      name: None or "vgg-mini" for the shipped default (trained on `shapes`, offline); an
+        architecture name (`vgg11`, `vgg13`, `vgg16`, `vgg19`, `_bn` variants) for random weights;
+        or the path of a checkpoint directory written by `save_model` / `import_weights`.
+      key: PRNG key (or int seed) for random weights. Given with "vgg-mini", it initializes the
+        architecture randomly instead of loading the shipped weights.
+      **config: options for random initialization (`num_classes`, `pool`, ...).
+    Returns:
+      A `Model`.
+    """
+    kind, where = locate(name, key, **config)
+    if kind != "arch":
+        return load_checkpoint(where)
+    from jaxinterp.checks import as_key
+
+    return model_lib.init_model(where, as_key(key), **config)
+
+
+def load_meta(name: str | os.PathLike | None = None) -> tuple[model_lib.Meta, str]:
+    """`(Meta, source)` of what `load_model(name)` would load, without reading any weights."""
+    kind, where = locate(name)
+    if kind == "arch":
+        return model_lib.model_meta(where), "random initialization (load_model(arch, key=...))"
+    return read_meta(where), str(where)
 
 
 # --------------------------------------------------------------------------- import
@@ -319,6 +494,9 @@ def import_weights(src: str | os.PathLike, arch: str, fmt: str | None = None,
     meta = model_lib.Meta(meta.arch, meta.config, meta.classes, meta.input_size, pre, extra)
     module = model_lib.build_module(meta)
     check_variables(variables, module, str(src))
+    bad = [k for k, v in _flat(variables).items() if not np.isfinite(np.asarray(v)).all()]
+    if bad:
+        raise CheckpointError(f"{src} has NaN or infinite values in {', '.join(bad)}")
     variables = jax.tree_util.tree_map(lambda a: jax.numpy.asarray(a, np.float32), variables)
     m = model_lib.Model(module, variables, meta)
     if out is not None:

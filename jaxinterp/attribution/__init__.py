@@ -1,9 +1,13 @@
 """Pixel attribution: gradients, CAMs, SmoothGrad family, integrated gradients, occlusion."""
 
-from jaxinterp.attribution.cam import cam, default_layer, grad_cam, guided_grad_cam
+from jaxinterp.attribution import registry
+from jaxinterp.attribution.cam import cam, grad_cam, guided_grad_cam
+from jaxinterp.attribution.core import default_layer, rule_gradient
 from jaxinterp.attribution.gradients import deconvnet, guided_backprop, input_x_gradient, saliency
 from jaxinterp.attribution.noise import smooth_grad
 from jaxinterp.attribution.perturbation import integrated_gradients, occlusion
+from jaxinterp.attribution.registry import METHODS, Method
 
-__all__ = ["cam", "deconvnet", "default_layer", "grad_cam", "guided_backprop", "guided_grad_cam",
-           "input_x_gradient", "integrated_gradients", "occlusion", "saliency", "smooth_grad"]
+__all__ = ["METHODS", "Method", "cam", "deconvnet", "default_layer", "grad_cam",
+           "guided_backprop", "guided_grad_cam", "input_x_gradient", "integrated_gradients",
+           "occlusion", "registry", "rule_gradient", "saliency", "smooth_grad"]

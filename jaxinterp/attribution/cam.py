@@ -7,15 +7,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp._xla import tuned_jit
-from jaxinterp.attribution._core import keeps_sharding, prepare, total_score
-from jaxinterp.attribution.gradients import _gradient
+from jaxinterp.attribution.core import (default_layer, keeps_sharding, prepare, rule_gradient,
+                                        total_score)
 
 INTERPOLATIONS = ("bilinear", "nearest")
-
-
-def default_layer(m) -> str:
-    """The output of the last convolutional block before the head (relu5_3 on VGG16)."""
-    return [s.name for s in m.specs if s.kind == "relu" and s.name.startswith("features")][-1]
 
 
 def _resize(cam, size, interpolation):
@@ -71,7 +66,7 @@ def grad_cam(m, x, target, layer: str | None = None, relu: bool = True, upsample
 @tuned_jit(static_argnames=("layer", "interpolation"))
 def _guided_grad_cam(m, x, t, layer, interpolation):
     cam = _grad_cam(m, x, t, layer, True, True, interpolation, "gradient")
-    return _gradient(m, x, t, rule="guided") * cam[..., None]
+    return rule_gradient(m, x, t, rule="guided") * cam[..., None]
 
 
 @keeps_sharding

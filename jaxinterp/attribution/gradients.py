@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
-from jaxinterp._xla import tuned_jit
-from jaxinterp.attribution._core import input_gradient, keeps_sharding, prepare
-from jaxinterp.rules import RULES
-
-
-@tuned_jit(static_argnames=("rule", "absolute", "times_input"))
-def _gradient(m, x, t, rule=None, absolute=False, times_input=False):
-    g = input_gradient(m.with_act(RULES[rule]) if rule else m, t, x)
-    g = g * x if times_input else g
-    return jnp.abs(g) if absolute else g
+from jaxinterp.attribution.core import keeps_sharding, prepare, rule_gradient
 
 
 @keeps_sharding
@@ -30,14 +20,14 @@ def saliency(m, x, target, *, abs: bool = False) -> jax.Array:  # noqa: A002
       `[N, H, W, 3]` gradients.
     """
     x, t = prepare(m, x, target)
-    return _gradient(m, x, t, absolute=abs)
+    return rule_gradient(m, x, t, absolute=abs)
 
 
 @keeps_sharding
 def input_x_gradient(m, x, target) -> jax.Array:
     """Input times gradient (Shrikumar et al. 2016). Args as `saliency`; returns `[N, H, W, 3]`."""
     x, t = prepare(m, x, target)
-    return _gradient(m, x, t, times_input=True)
+    return rule_gradient(m, x, t, times_input=True)
 
 
 @keeps_sharding
@@ -47,7 +37,7 @@ def deconvnet(m, x, target) -> jax.Array:
     Args as `saliency`; returns `[N, H, W, 3]`.
     """
     x, t = prepare(m, x, target)
-    return _gradient(m, x, t, rule="deconv")
+    return rule_gradient(m, x, t, rule="deconv")
 
 
 @keeps_sharding
@@ -55,4 +45,4 @@ def guided_backprop(m, x, target) -> jax.Array:
     """Guided backpropagation (Springenberg et al. 2015): gradient passes where both the ReLU's
     input and the incoming gradient are positive. Args as `saliency`; returns `[N, H, W, 3]`."""
     x, t = prepare(m, x, target)
-    return _gradient(m, x, t, rule="guided")
+    return rule_gradient(m, x, t, rule="guided")

@@ -51,6 +51,7 @@ def plan(specs, image_size, window) -> tuple[Step, ...]:
 
 
 def _conv_valid(x, p):
+    x = x.astype(jnp.result_type(x, p["kernel"]))  # as flax's Conv promotes (bf16 images)
     y = jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), "VALID",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + p["bias"]

@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp._xla import tuned_jit
-from jaxinterp.attribution._core import keeps_sharding, loop_ready, prepare
+from jaxinterp.attribution.core import keeps_sharding, loop_ready, prepare
 from jaxinterp.attribution.gradients import saliency
+from jaxinterp.checks import unchecked_image_values, as_key, check_batch_size, check_count, check_real
 from jaxinterp.chunking import chunked_map
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -23,7 +24,9 @@ def _smooth(m, x, t, key, noise, method, samples, kind, batch_size):
     eps = jax.vmap(lambda k: jax.random.normal(k, (samples, *x.shape[1:]), x.dtype))(key)
     eps = eps.swapaxes(0, 1)  # [samples, N, H, W, 3]
     m = loop_ready(m, batch_size)
-    a = chunked_map(lambda e: method(m, x + sigma[:, None, None, None] * e, t), eps, batch_size)
+    with unchecked_image_values():  # noisy copies leave [0, 1] by design
+        a = chunked_map(lambda e: method(m, x + sigma[:, None, None, None] * e, t), eps,
+                        batch_size)
     if kind == "smoothgrad":
         return a.mean(0)
     if kind == "smoothgrad_sq":
@@ -48,20 +51,21 @@ def smooth_grad(m, x, target, method: Callable = saliency, samples: int = 50,
       kind: "smoothgrad" (mean), "smoothgrad_sq" (mean of squares), "vargrad" (variance).
       key: PRNG key for the noise, `jax.random.key(0)` if omitted (runs repeat exactly); or
         one key per example, shape `[N]`, so that an example's noise does not depend on the
-        batch it is in.
+        batch it is in. Legacy `jax.random.PRNGKey` keys and int seeds are accepted.
       batch_size: evaluate this many samples at a time (memory bound); None: all at once.
     Returns:
       An array shaped like `method`'s output.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive int, got {samples!r}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    samples = check_count(samples, "samples")
+    batch_size = check_batch_size(batch_size)
     x, t = prepare(m, x, target)
-    key = jax.random.key(0) if key is None else key
+    noise = check_real(noise, "noise", minimum=0.0)
+    if noise.ndim:
+        raise ValueError(f"noise must be a scalar fraction, got shape {noise.shape}")
+    key = as_key(key)
     if key.ndim not in (0, 1) or (key.ndim == 1 and key.shape[0] != x.shape[0]):
         raise ValueError(f"key must be one PRNG key or one per example ({x.shape[0]}), got "
                          f"shape {key.shape}")
-    return _smooth(m, x, t, key, jnp.asarray(noise, x.dtype), method, samples, kind, batch_size)
+    return _smooth(m, x, t, key, noise.astype(x.dtype), method, samples, kind, batch_size)

@@ -8,7 +8,8 @@ import numpy as np
 
 from jaxinterp._xla import tuned_jit
 from jaxinterp.attribution import incremental as inc
-from jaxinterp.attribution._core import keeps_sharding, loop_ready, prepare
+from jaxinterp.attribution.core import keeps_sharding, loop_ready, prepare
+from jaxinterp.checks import check_batch_size, check_count, check_real
 from jaxinterp.chunking import chunked_map, chunked_sum
 
 IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
@@ -19,9 +20,7 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Points `alpha` in [0, 1] and weights (float64) of Captum's IG approximation methods."""
     if method not in IG_METHODS:
         raise ValueError(f"method must be one of {IG_METHODS}, got {method!r}")
-    if not isinstance(steps, int) or steps < 1 or (method.startswith("riemann") and steps < 2):
-        raise ValueError(f"steps must be an int >= {2 if method.startswith('riemann') else 1}, "
-                         f"got {steps!r}")
+    steps = check_count(steps, "steps", 1 if method == "gausslegendre" else 2)
     if method == "gausslegendre":
         x, w = np.polynomial.legendre.leggauss(steps)
         return 0.5 * (x + 1), 0.5 * w
@@ -87,15 +86,30 @@ def integrated_gradients(m, x, target, baseline=0.0, steps: int = 50,
       `[N, H, W, 3]` attributions (and `[N]` deltas).
     """
     alphas, weights = quadrature(method, steps)
+    batch_size = check_batch_size(batch_size)
     x, t = prepare(m, x, target)
-    baseline = jnp.asarray(baseline, x.dtype)
+    baseline = check_baseline(baseline, x)
+    return _ig(m, x, t, baseline, jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype), batch_size,
+               return_delta)
+
+
+def check_baseline(baseline, x) -> jax.Array:
+    """`baseline` as a finite array of `x`'s dtype that broadcasts to `x`; else a clear error."""
+    baseline = check_real(baseline, "baseline")
     try:
         jnp.broadcast_shapes(baseline.shape, x.shape)
     except ValueError:
         raise ValueError(f"baseline of shape {baseline.shape} does not broadcast to x "
                          f"{x.shape}") from None
-    return _ig(m, x, t, baseline, jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype), batch_size,
-               return_delta)
+    return baseline.astype(x.dtype)
+
+
+def _pair(value, name) -> tuple[int, int]:
+    values = list(np.broadcast_to(np.asarray(value, dtype=object), 2)) if np.ndim(value) < 2 \
+        else None
+    if values is None or np.size(value) not in (1, 2):
+        raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
+    return tuple(check_count(v, name) for v in values)
 
 
 def window_corners(size, window, stride) -> np.ndarray:
@@ -148,12 +162,11 @@ def occlusion(m, x, target, window=(16, 16), stride=(8, 8), baseline=0.0,
     Returns:
       `[N, H, W]` maps.
     """
+    batch_size = check_batch_size(batch_size)
     x, t = prepare(m, x, target)
-    window, stride = tuple(map(int, np.broadcast_to(window, 2))), tuple(map(int, np.broadcast_to(stride, 2)))
-    if min(window) < 1 or min(stride) < 1:
-        raise ValueError(f"window and stride must be positive, got {window} and {stride}")
+    window, stride = _pair(window, "window"), _pair(stride, "stride")
     if window[0] > x.shape[1] or window[1] > x.shape[2]:
         raise ValueError(f"window {window} is larger than the image {x.shape[1:3]}")
     corners = window_corners(x.shape[1:3], window, stride)
-    return _occlusion(m, x, t, jnp.asarray(baseline, x.dtype), jnp.asarray(corners), window,
+    return _occlusion(m, x, t, check_baseline(baseline, x), jnp.asarray(corners), window,
                       batch_size, bool(incremental))

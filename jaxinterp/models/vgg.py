@@ -251,6 +251,9 @@ class VGG(nn.Module):
         return x, feats
 
 
+ARCHS = tuple(sorted(CFGS) + sorted(a + "_bn" for a in CFGS if a != "vgg-mini"))
+
+
 def vgg(arch: str, num_classes: int = 1000, **kw) -> VGG:
     """Builds `vgg11|13|16|19` (optionally with a `_bn` suffix) or `vgg-mini`.
 
@@ -261,10 +264,9 @@ def vgg(arch: str, num_classes: int = 1000, **kw) -> VGG:
     Returns:
       A `VGG` module.
     """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
     base, bn = (arch[:-3], True) if arch.endswith("_bn") else (arch, False)
-    if base not in CFGS:
-        valid = sorted(CFGS) + sorted(a + "_bn" for a in CFGS if a != "vgg-mini")
-        raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(valid)}")
     if base == "vgg-mini":
         kw.setdefault("head", "gap")
         bn = kw.pop("batch_norm", True) or bn

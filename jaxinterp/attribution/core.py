@@ -1,4 +1,4 @@
-"""What every attribution method shares: input checks, the score, its gradient."""
+"""What every attribution method shares: input checks, the score, its gradients, the layer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import functools
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxinterp.model import check_images
+import jax.numpy as jnp
+
+from jaxinterp._xla import tuned_jit
+from jaxinterp.checks import check_images
+from jaxinterp.rules import RULES
 from jaxinterp.targets import Target, as_target
 
 
@@ -27,6 +31,31 @@ def total_score(m, t: Target, x, taps=None):
 def input_gradient(m, t: Target, x):
     """d score / d x for every example."""
     return jax.grad(lambda x: total_score(m, t, x)[0])(x)
+
+
+@tuned_jit(static_argnames=("rule", "absolute", "times_input"))
+def rule_gradient(m, x, t: Target, rule: str | None = None, absolute: bool = False,
+                  times_input: bool = False):
+    """The input gradient of the score under a ReLU backward rule, one compiled program.
+
+    Args:
+      m: the model.
+      x: checked images `[N, H, W, 3]`.
+      t: a `Target`.
+      rule: None (the true gradient) or a key of `rules.RULES` ("guided", "deconv", ...).
+      absolute: return |gradient|.
+      times_input: multiply by `x` (input x gradient).
+    Returns:
+      `[N, H, W, 3]`.
+    """
+    g = input_gradient(m.with_act(RULES[rule]) if rule else m, t, x)
+    g = g * x if times_input else g
+    return jnp.abs(g) if absolute else g
+
+
+def default_layer(m) -> str:
+    """The output of the last convolutional block before the head (relu5_3 on VGG16)."""
+    return [s.name for s in m.specs if s.kind == "relu" and s.name.startswith("features")][-1]
 
 
 def loop_ready(m, batch_size):

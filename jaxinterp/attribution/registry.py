@@ -1,0 +1,83 @@
+"""The one table of attribution methods, read by the command line, the tests, the benchmark,
+the evaluation script (and, later, the report and data-set runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from jaxinterp.attribution.cam import cam, grad_cam, guided_grad_cam
+from jaxinterp.attribution.gradients import deconvnet, guided_backprop, input_x_gradient, saliency
+from jaxinterp.attribution.noise import smooth_grad
+from jaxinterp.attribution.perturbation import integrated_gradients, occlusion
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """An attribution method and what a caller needs to know to run it generically.
+
+    Attributes:
+      name: public name (`ji.<name>`).
+      fn: the function `(m, x, target, **options) -> array`.
+      output: "pixels" (`[N, H, W, 3]`) or "map" (`[N, H, W]`).
+      keyed: takes `key=` (random draws; deterministic given the key).
+      chunked: takes `batch_size=` (the work multiplies; memory bounded by chunking).
+      work: the option that sets how much work is multiplied ("samples", "steps", "window"), or
+        None for single-pass methods.
+      gap_only: needs a global-average-pool head (CAM).
+      class_targets_only: refuses callable targets.
+      defaults: the options a generic caller passes by default (the method's own defaults).
+      summary: one line for help texts.
+    """
+
+    name: str
+    fn: Callable
+    output: str
+    keyed: bool = False
+    chunked: bool = False
+    work: str | None = None
+    gap_only: bool = False
+    class_targets_only: bool = False
+    defaults: dict = dataclasses.field(default_factory=dict)
+    summary: str = ""
+
+    def __call__(self, m, x, target, *, key=None, batch_size=None, **options) -> Any:
+        """Runs the method, passing `key` / `batch_size` only where it takes them."""
+        kw = {**self.defaults, **options}
+        if self.keyed and key is not None:
+            kw["key"] = key
+        if self.chunked:
+            kw["batch_size"] = batch_size
+        return self.fn(m, x, target, **kw)
+
+    def supports(self, m) -> str | None:
+        """None if the method applies to model `m`, else the reason it does not."""
+        if self.gap_only and m.module.head != "gap":
+            return f"{self.name} needs a global-average-pool head; {m.arch} has none (use grad_cam)"
+        return None
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("saliency", saliency, "pixels", summary="gradient of the score (Simonyan et al.)"),
+    Method("input_x_gradient", input_x_gradient, "pixels", summary="input times gradient"),
+    Method("deconvnet", deconvnet, "pixels", summary="DeconvNet backward rule"),
+    Method("guided_backprop", guided_backprop, "pixels", summary="guided backpropagation"),
+    Method("grad_cam", grad_cam, "map", summary="Grad-CAM at the last conv block"),
+    Method("guided_grad_cam", guided_grad_cam, "pixels",
+           summary="guided backprop times Grad-CAM"),
+    Method("cam", cam, "map", gap_only=True, class_targets_only=True,
+           summary="class activation map (GAP heads)"),
+    Method("smooth_grad", smooth_grad, "pixels", keyed=True, chunked=True, work="samples",
+           defaults={"samples": 50}, summary="SmoothGrad over the gradient"),
+    Method("integrated_gradients", integrated_gradients, "pixels", chunked=True, work="steps",
+           defaults={"steps": 50}, summary="integrated gradients (Gauss-Legendre)"),
+    Method("occlusion", occlusion, "map", chunked=True, work="window",
+           summary="occlusion sensitivity (Captum's definition, incremental)"),
+)}
+
+
+def get(name: str) -> Method:
+    """The registered method `name`; unknown names list the valid ones."""
+    if name not in METHODS:
+        raise ValueError(f"unknown attribution method {name!r}; valid: {', '.join(METHODS)}")
+    return METHODS[name]
