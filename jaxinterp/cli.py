@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -41,7 +44,8 @@ def enable_compilation_cache() -> None:
 def describe(name: str | None) -> str:
     """Text report of a model: layers with output shapes, parameters, classes, preprocessing.
 
-    Needs no weights in memory: shapes come from `jax.eval_shape`.
+    Needs no weights in memory: shapes come from `jax.eval_shape`; what is described is what
+    `load_model(name)` would load (`weights.load_meta`).
     """
     import jax
     import jax.numpy as jnp
@@ -50,15 +54,7 @@ def describe(name: str | None) -> str:
     from jaxinterp import model as model_lib
     from jaxinterp import weights
 
-    if name is None or name == "vgg-mini":
-        meta = model_lib.Meta.from_dict(weights.read_metadata(weights.default_checkpoint()))
-        source = str(weights.default_checkpoint())
-    elif os.path.isdir(name):
-        meta = model_lib.Meta.from_dict(weights.read_metadata(name))
-        source = name
-    else:
-        meta = model_lib.model_meta(name)
-        source = "random initialization (load_model(arch, key=...))"
+    meta, source = weights.load_meta(name)
     module = model_lib.build_module(meta)
     variables = model_lib.abstract_variables(module)
     x = jax.ShapeDtypeStruct((1, *meta.input_size, 3), jnp.float32)
@@ -100,11 +96,13 @@ def cmd_import(args) -> int:
     return 0
 
 
-def _load_inputs(args, m):
-    """(names, images [N, H, W, 3] or None, failures, true classes of shapes samples or None).
+def _batches(args, m, batch: int):
+    """Yields `(names, images [n, H, W, 3])` `batch` images at a time, loading files lazily.
 
-    Image files are loaded at the model's input size (`args.fit`); an unreadable file is
-    reported on stderr and skipped. With no files, `args.samples` shapes images of `args.seed`.
+    Image files are loaded at the model's input size (`args.fit`); an unreadable one is
+    reported on stderr, counted in `args.failed`, and skipped. With no files, `args.samples`
+    shapes images of `args.seed` (image i depends on (seed, i) only); their names carry the
+    true class.
     """
     import jax
     import numpy as np
@@ -113,27 +111,44 @@ def _load_inputs(args, m):
     from jaxinterp.images import load_image
 
     if not args.images:
-        b = ji.data.shapes(jax.random.key(args.seed), args.samples, size=m.input_size[0])
-        truth = [ji.data.CLASSES[int(y)] for y in b.labels]
-        return [f"shapes{i}" for i in range(args.samples)], np.asarray(b.images), [], truth
-    names, images, failed = [], [], []
-    for path in args.images:
-        try:
-            images.append(load_image(path, m.input_size, fit=args.fit))
-            names.append(Path(path).stem)
-        except (OSError, ValueError) as e:
-            failed.append(str(e))
-            print(f"error: {e}", file=sys.stderr)
-    return names, (np.stack(images) if images else None), failed, None
+        key = jax.random.key(args.seed)
+        for start in range(0, args.samples, batch):
+            n = min(batch, args.samples - start)
+            b = ji.data.shapes(key, n, start=start, size=m.input_size[0])
+            names = [f"shapes{start + i} ({ji.data.CLASSES[int(y)]})"
+                     for i, y in enumerate(b.labels)]
+            yield names, np.asarray(b.images)
+        return
+    for start in range(0, len(args.images), batch):
+        names, images = [], []
+        for path in args.images[start:start + batch]:
+            try:
+                images.append(load_image(path, m.input_size, fit=args.fit))
+                names.append(str(path))
+            except (OSError, ValueError) as e:
+                args.failed.append(str(e))
+                print(f"error: {e}", file=sys.stderr)
+        if images:
+            yield names, np.stack(images)
 
 
-def _finish(failed, names) -> int:
+def _padded(x, n: int):
+    """`x` padded to `n` images by repeating its last one (one compiled shape for all batches)."""
+    import numpy as np
+
+    return x if len(x) >= n else np.concatenate([x, np.repeat(x[-1:], n - len(x), 0)])
+
+
+def _total(args) -> int:
+    return len(args.images) if args.images else args.samples
+
+
+def _finish(args) -> int:
     """Exit status: 1 with a summary on stderr if any image failed, else 0."""
-    if failed:
-        print(f"{len(failed)} of {len(failed) + len(names)} images failed", file=sys.stderr)
+    if args.failed:
+        print(f"{len(args.failed)} of {_total(args)} images failed", file=sys.stderr)
         return 1
     return 0
-
 
 
 def cmd_predict(args) -> int:
@@ -143,25 +158,20 @@ def cmd_predict(args) -> int:
     import jaxinterp as ji
 
     m = ji.load_model(args.model)
-    names, x, failed, truth = _load_inputs(args, m)
-    if truth is not None:
-        names = [f"{n} ({c})" for n, c in zip(names, truth)]
     fwd = lambda m, x: jax.nn.softmax(m(x)[0])  # noqa: E731 — m(x) runs one compiled program
-    n = 0 if x is None else len(x)
-    for start in progress(range(0, n, args.batch), desc="predict", unit="batch",
-                          disable=n <= args.batch):
-        probs = np.asarray(fwd(m, x[start:start + args.batch]))
-        for name, p in zip(names[start:start + args.batch], probs):
+    chunks = -(-_total(args) // args.batch)
+    for names, x in progress(_batches(args, m, args.batch), desc="predict", unit="batch",
+                             total=chunks, disable=chunks <= 1):
+        probs = np.asarray(fwd(m, _padded(x, args.batch) if chunks > 1 else x))[: len(x)]
+        for name, p in zip(names, probs):
             top = np.argsort(-p)[: args.top]
             preds = ", ".join(f"{m.classes[i]} {100 * p[i]:.1f}%" for i in top)
             print(f"{name}: {preds}")
-    return _finish(failed, names)
+    return _finish(args)
 
 
-ATTRIBUTION_METHODS = ("saliency", "input_x_gradient", "deconvnet", "guided_backprop",
-                       "grad_cam", "guided_grad_cam", "cam", "smooth_grad",
-                       "integrated_gradients", "occlusion")
 PICTURES = ("colored", "negative", "positive", "heatmap", "overlay")
+COMPARE_ROWS = 16  # images shown in compare.png (every image gets its own table)
 
 
 def _targets(arg, m, logits):
@@ -183,90 +193,60 @@ def _targets(arg, m, logits):
 
 
 def cmd_attribute(args) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     import jaxinterp as ji
     from jaxinterp import viz
     from jaxinterp.images import save_image
+    from jaxinterp.outputs import RunDir
 
-    methods = [s.strip() for s in args.method.split(",") if s.strip()]
-    unknown = [s for s in methods if s not in ATTRIBUTION_METHODS]
-    if unknown:
-        raise ValueError(f"unknown --method {', '.join(unknown)}; valid: "
-                         f"{', '.join(ATTRIBUTION_METHODS)}")
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise FileExistsError(f"{out} is not empty; pass --force to overwrite")
-    m = ji.load_model(args.model)
-    if "cam" in methods and m.module.head != "gap":
-        raise ValueError(f"--method cam needs a GAP-head model; {m.arch} has none (use grad_cam)")
-    names, x, failed, _ = _load_inputs(args, m)
-    if x is not None:
-        logits = m(x)[0]
-        target = _targets(args.target, m, logits)
-        fns = {"smooth_grad": lambda m, x, t: ji.smooth_grad(m, x, t, samples=args.samples_sg,
-                                                             batch_size=args.batch_size),
-               "integrated_gradients": lambda m, x, t: ji.integrated_gradients(
-                   m, x, t, steps=args.steps, batch_size=args.batch_size),
-               "occlusion": lambda m, x, t: ji.occlusion(m, x, t, batch_size=args.batch_size)}
-        attrs = {}
-        for name in progress(methods, desc="attribute", unit="method"):
-            attrs[name] = np.asarray(fns.get(name, getattr(ji, name, None))(m, x, target))
-        out.mkdir(parents=True, exist_ok=True)
-        rows = {}
-        for i, stem in enumerate(names):
-            d = out / stem
-            d.mkdir(exist_ok=True)
-            save_image(x[i], d / "original.png")
-            rows[stem] = {}
-            for name in methods:
-                row = viz.seed_row(x[i], attrs[name][i])
-                rows[stem][name] = row
-                for pic, img in zip(PICTURES, row[1:]):
-                    save_image(img, d / f"{name}_{pic}.png")
-            _table_figure(plt, rows[stem], f"{stem}: target {m.classes[int(target[i])]}",
-                          d / "table.png")
-        _compare_figure(plt, x, rows, names, methods, m, target, out / "compare.png")
-        print(f"wrote {len(names)} x {len(methods)} attributions to {out}")
-    return _finish(failed, names)
-
-
-def _panel_figure(plt, panels, col_titles, row_labels, path, title=None, panel=1.9):
-    """A grid of images: `panels[r][c]`, titles over the first row, labels left of each row."""
-    nrows, ncols = len(panels), len(panels[0])
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols, panel * nrows + 0.4),
-                             squeeze=False)
-    for r, row in enumerate(panels):
-        for c, img in enumerate(row):
-            axes[r, c].imshow(img)
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-            if r == 0:
-                axes[r, c].set_title(col_titles[c], fontsize=8)
-        axes[r, 0].set_ylabel(row_labels[r], fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def _table_figure(plt, rows, title, path):
-    """The seed's table: one row per method, columns original | colored | ... | overlay."""
-    from jaxinterp.viz import SEED_COLUMNS
-
-    _panel_figure(plt, list(rows.values()), SEED_COLUMNS, list(rows), path, title, panel=2.0)
-
-
-def _compare_figure(plt, x, rows, names, methods, m, target, path):
-    """All methods side by side: one row per image, original then each method's overlay."""
-    panels = [[x[r]] + [rows[stem][name][5] for name in methods] for r, stem in enumerate(names)]
-    labels = [f"{stem}\n{m.classes[int(target[r])]}" for r, stem in enumerate(names)]
-    _panel_figure(plt, panels, ["original"] + methods, labels, path)
+    methods = [ji.attribution.registry.get(name) for name in args.method]
+    run = RunDir(args.out, force=args.force)  # checks --out before any computation
+    try:
+        m = ji.load_model(args.model)
+        for method in methods:
+            if method.supports(m):
+                raise ValueError(f"--method {method.supports(m)}")
+        options = {"smooth_grad": {"samples": args.samples_sg},
+                   "integrated_gradients": {"steps": args.steps}}
+        compare, written, chunks = [], [], -(-_total(args) // args.batch)
+        for names, x in progress(_batches(args, m, args.batch), desc="attribute",
+                                 unit="batch", total=chunks, disable=chunks <= 1):
+            xp = _padded(x, args.batch) if chunks > 1 else x
+            target = _targets(args.target, m, m(xp)[0])
+            attrs = {mt.name: np.asarray(mt(m, xp, target, batch_size=args.batch_size,
+                                            **options.get(mt.name, {})))[: len(x)]
+                     for mt in methods}
+            for i, name in enumerate(names):
+                entry = run.unique(Path(name).stem if args.images else name.split(" ")[0])
+                save_image(x[i], run.path(entry, "original.png"))
+                rows = {}
+                for mt in methods:
+                    rows[mt.name] = viz.seed_row(x[i], attrs[mt.name][i])
+                    for pic, img in zip(PICTURES, rows[mt.name][1:]):
+                        save_image(img, run.path(entry, f"{mt.name}_{pic}.png"))
+                label = m.classes[int(target[i])]
+                if args.figures:
+                    viz.seed_table_figure(rows, f"{entry}: target {label}",
+                                          run.path(entry, "table.png"))
+                if len(compare) < COMPARE_ROWS:
+                    compare.append((x[i], [r[5] for r in rows.values()], f"{entry}\n{label}"))
+                written.append({"input": name, "output": entry, "target": label})
+        if compare and args.figures:
+            viz.compare_figure([c[0] for c in compare], [c[1] for c in compare],
+                               [c[2] for c in compare], [mt.name for mt in methods],
+                               run.path("compare.png"))
+        if not written:
+            run.abort()
+            return _finish(args) or 1
+        out = run.commit({"command": "attribute", "model": args.model or "vgg-mini",
+                          "methods": [mt.name for mt in methods], "images": written,
+                          "failed": args.failed})
+    except BaseException:
+        run.abort()
+        raise
+    print(f"wrote {len(written)} x {len(methods)} attributions to {out}")
+    return _finish(args)
 
 
 def _conv_layer(m, layer):
@@ -309,9 +289,10 @@ def cmd_activations(args) -> int:
     m = ji.load_model(args.model)
     name = m.resolve(args.layer)
     args.images, args.samples = [args.image] if args.image else [], 1
-    _, x, failed, _ = _load_inputs(args, m)
-    if failed:
+    batch = next(_batches(args, m, 1), None)
+    if batch is None:
         return 1
+    x = batch[1]
     a = np.asarray(m(x)[1][name][0])
     if a.ndim != 3:
         raise ValueError(f"--layer {args.layer} has no spatial maps (shape {a.shape})")
@@ -327,29 +308,49 @@ def cmd_activations(args) -> int:
 OBJECTIVES = ("channel", "neuron", "layer", "logit", "prob", "direction")
 
 
-def _parse_units(arg, m, layer, kind):
-    """Unit indices from `--channel`: "3", "0,5,9", "0-15", class names; None: all of them."""
+def channel_spec(text: str) -> list:
+    """argparse type of `--channel`: "3", "0,5,9", "0-15" or names -> [int | (lo, hi) | name]."""
+    parts = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise argparse.ArgumentTypeError(f"empty item in {text!r} (use 3, 0,5,9 or 0-15)")
+        range_ = re.fullmatch(r"(\d+)-(\d+)", part)
+        if range_:
+            lo, hi = int(range_.group(1)), int(range_.group(2))
+            if lo > hi:
+                raise argparse.ArgumentTypeError(f"range {part!r} runs backwards (use {hi}-{lo})")
+            parts.append((lo, hi))
+        elif part.isdigit():
+            parts.append(int(part))
+        elif re.fullmatch(r"-\d+(-\d+)?", part):
+            raise argparse.ArgumentTypeError(f"{part!r}: channels are numbered from 0")
+        else:
+            parts.append(part)  # a class name, resolved against the model
+    return parts
+
+
+def _parse_units(spec, m, layer, kind):
+    """Unit indices from a parsed `--channel` (`channel_spec`); None: all of them."""
     is_class = kind in ("logit", "prob")
     n = m.num_classes if is_class else m.channels(layer)
-    if arg is None:
+    if spec is None:
         return list(range(n))
+    what = "classes" if is_class else "channels"
     out = []
-    for part in arg.split(","):
-        part = part.strip()
-        if is_class and part in m.classes:
+    for part in spec:
+        if isinstance(part, str):
+            if not (is_class and part in m.classes):
+                kind_ = "class index or name" if is_class else "channel index"
+                raise ValueError(f"--channel {part!r} is not a {kind_} (use 3, 0,5,9 or 0-15)")
             out.append(m.classes.index(part))
-        elif "-" in part[1:]:
-            lo, hi = part.split("-", 1)
-            out += list(range(int(lo), int(hi) + 1))
-        elif part.lstrip("-").isdigit():
-            out.append(int(part))
-        else:
-            what = "class index or name" if is_class else "channel index"
-            raise ValueError(f"--channel {part!r} is not a {what} (use 3, 0,5,9 or 0-15)")
-    bad = [c for c in out if not 0 <= c < n]
-    if bad:
-        raise ValueError(f"--channel {bad} out of range: {layer} of {m.arch} has {n} "
-                         f"{'classes' if is_class else 'channels'} (0 … {n - 1})")
+            continue
+        lo, hi = part if isinstance(part, tuple) else (part, part)
+        if hi >= n:  # checked before expanding a range
+            shown = f"{lo}-{hi}" if isinstance(part, tuple) else str(hi)
+            raise ValueError(f"--channel {shown} out of range: {layer} of {m.arch} has {n} "
+                             f"{what} (0 … {n - 1})")
+        out += list(range(lo, hi + 1))
     return out
 
 
@@ -382,7 +383,7 @@ def _visualize_objectives(args, m):
     if args.diversity:
         if args.batch < 2:
             raise ValueError("--diversity needs --batch 2 or more")
-        from jaxinterp.attribution.cam import default_layer
+        from jaxinterp.attribution import default_layer
 
         div_layer = args.diversity_layer or (layer if layer.startswith("features")
                                              else default_layer(m))
@@ -400,6 +401,8 @@ def cmd_visualize(args) -> int:
 
     if Path(args.out).exists() and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a directory; give a PNG file name")
     m = ji.load_model(args.model)
     objs, labels = _visualize_objectives(args, m)
     opts = dict(size=args.size, steps=args.steps, lr=args.lr, param=args.param,
@@ -425,14 +428,74 @@ def cmd_visualize(args) -> int:
 
 
 def _save_new(save, image, path, force):
-    if Path(path).exists() and not force:
-        raise FileExistsError(f"{path} exists; pass --force to overwrite")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save(image, path)
+    from jaxinterp.outputs import write_file
+
+    write_file(path, lambda tmp: save(image, tmp), force)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an int >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return v
+
+
+def method_list(text: str) -> list[str]:
+    """argparse type of `--method`: comma-separated registered attribution methods."""
+    from jaxinterp.attribution.registry import METHODS
+
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"no method given; valid: {', '.join(METHODS)}")
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method {', '.join(unknown)}; valid: "
+                                         f"{', '.join(METHODS)}")
+    return list(dict.fromkeys(names))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jaxinterp.attribution.registry import METHODS
+
     ap = argparse.ArgumentParser(prog="jaxinterp", description="Interpretability for JAX/Flax VGGs.")
+    ap.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="describe a model: layers, output shapes, parameters")
@@ -447,44 +510,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--fmt", choices=["torch", "safetensors", "keras"], default=None,
                    help="file format (default: from the suffix)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing jaxinterp checkpoint at --out (nothing else)")
     p.set_defaults(func=cmd_import)
+
+    def inputs(p, samples):
+        p.add_argument("--model", default=None, help="model name or checkpoint (default vgg-mini)")
+        p.add_argument("--fit", choices=["resize", "crop"], default="resize",
+                       help="how images are brought to the model's input size")
+        p.add_argument("--samples", type=positive_int, default=samples,
+                       help="shapes samples when no image is given")
+        p.add_argument("--seed", type=nonnegative_int, default=1, help="seed of the shapes samples")
 
     p = sub.add_parser("predict", help="top-K classes of images (default: shapes samples)")
     p.add_argument("images", nargs="*", help="image files (any Pillow format)")
-    p.add_argument("--model", default=None, help="model name or checkpoint (default vgg-mini)")
-    p.add_argument("--top", type=int, default=3, help="classes to show per image")
-    p.add_argument("--fit", choices=["resize", "crop"], default="resize",
-                   help="how images are brought to the model's input size")
-    p.add_argument("--samples", type=int, default=8, help="shapes samples when no image is given")
-    p.add_argument("--seed", type=int, default=1, help="seed of the shapes samples")
-    p.add_argument("--batch", type=int, default=32, help="images per forward pass")
+    inputs(p, 8)
+    p.add_argument("--top", type=positive_int, default=3, help="classes to show per image")
+    p.add_argument("--batch", type=positive_int, default=32,
+                   help="images per forward pass (memory bound)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("attribute", help="attribution pictures and figures (seed layout)")
     p.add_argument("images", nargs="*", help="image files (default: shapes samples)")
-    p.add_argument("--model", default=None, help="model name or checkpoint (default vgg-mini)")
-    p.add_argument("--method", default="saliency,guided_backprop,grad_cam,guided_grad_cam,"
-                   "integrated_gradients", help="comma-separated: " + ", ".join(ATTRIBUTION_METHODS))
+    inputs(p, 4)
+    p.add_argument("--method", type=method_list,
+                   default=method_list("saliency,guided_backprop,grad_cam,guided_grad_cam,"
+                                       "integrated_gradients"),
+                   help="comma-separated: " + ", ".join(METHODS))
     p.add_argument("--target", default="auto",
                    help="auto (predicted class), a class index, or a class name")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
-    p.add_argument("--fit", choices=["resize", "crop"], default="resize")
-    p.add_argument("--samples", type=int, default=4, help="shapes samples when no image is given")
-    p.add_argument("--seed", type=int, default=1, help="seed of the shapes samples")
-    p.add_argument("--steps", type=int, default=50, help="integrated-gradients steps")
-    p.add_argument("--samples-sg", type=int, default=50, help="SmoothGrad samples")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="bound memory: samples / steps / windows evaluated at a time")
+    p.add_argument("--out", required=True,
+                   help="output directory (written whole at the end; see --force)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a previous jaxinterp output at --out (never other files)")
+    p.add_argument("--batch", type=positive_int, default=16,
+                   help="images loaded and attributed at a time (memory bound)")
+    p.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps")
+    p.add_argument("--samples-sg", type=positive_int, default=50, help="SmoothGrad samples")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="samples / steps / windows evaluated at a time (memory bound)")
+    p.add_argument("--no-figures", dest="figures", action="store_false",
+                   help="write the pictures only (no per-image table.png, no compare.png)")
     p.set_defaults(func=cmd_attribute)
 
     p = sub.add_parser("filters", help="a conv layer's filters as a grid (first layer: RGB)")
     p.add_argument("--model", default=None)
     p.add_argument("--layer", default="features.0", help="conv layer name or alias")
     p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--zoom", type=int, default=8, help="pixels per filter tap")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--zoom", type=positive_int, default=8, help="pixels per filter tap")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=cmd_filters)
 
     p = sub.add_parser("activations", help="an image's feature maps at a layer, as a grid")
@@ -493,49 +567,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", required=True, help="layer name or alias")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--fit", choices=["resize", "crop"], default="resize")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--seed", type=nonnegative_int, default=1)
+    p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=cmd_activations)
 
     p = sub.add_parser("visualize", help="feature visualization: optimize images for units")
     p.add_argument("--model", default=None)
     p.add_argument("--layer", default=None,
                    help="layer name or alias (default: the logits, i.e. class visualizations)")
-    p.add_argument("--channel", default=None,
+    p.add_argument("--channel", type=channel_spec, default=None,
                    help="unit(s): 9, 0,5,9, 0-15, or class names for logit/prob (default: all)")
     p.add_argument("--objective", default=None, choices=OBJECTIVES,
                    help="channel (spatial mean), neuron (centre), layer (DeepDream), logit, prob, "
                    "direction (random); default: logit at the last layer, else channel")
     p.add_argument("--negative", action="store_true", help="minimize the objective instead")
-    p.add_argument("--diversity", type=float, default=0.0,
+    p.add_argument("--diversity", type=nonnegative_float, default=0.0,
                    help="weight of a diversity term across the batch (needs --batch > 1)")
     p.add_argument("--diversity-layer", default=None,
                    help="layer whose Gram matrices --diversity compares (default: --layer, or the "
                    "last conv block for dense layers and classes)")
-    p.add_argument("--directions", type=int, default=4, help="random directions to render")
-    p.add_argument("--batch", type=int, default=1, help="images per unit")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels")
-    p.add_argument("--steps", type=int, default=512, help="optimization steps")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
+    p.add_argument("--directions", type=positive_int, default=4,
+                   help="random directions to render")
+    p.add_argument("--batch", type=positive_int, default=1, help="images per unit")
+    p.add_argument("--size", type=positive_int, default=128, help="image side in pixels")
+    p.add_argument("--steps", type=positive_int, default=512, help="optimization steps")
+    p.add_argument("--lr", type=positive_float, default=0.05, help="Adam learning rate")
     p.add_argument("--param", choices=["fft", "pixel"], default="fft", help="parameterization")
     p.add_argument("--no-decorrelate", action="store_true", help="optimize plain RGB")
     p.add_argument("--transforms", choices=["standard", "jitter", "none"], default="standard")
-    p.add_argument("--chunk", type=int, default=16, help="units rendered per compiled call")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk", type=positive_int, default=16,
+                   help="units rendered per compiled call")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", required=True, help="PNG grid to write (one row per unit if batch>1)")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=cmd_visualize)
     return ap
 
 
+# Errors that mean "the command was given something it cannot use": exit 2, like argparse's.
+USAGE_ERRORS = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError, FileExistsError,
+                IsADirectoryError, NotADirectoryError, PermissionError, ImportError)
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived (raised from the signal handler)."""
+
+
+def _interrupt(signum, frame):
+    _interrupt.received = signum
+    raise Interrupted(signal.Signals(signum).name)
+
+
+_interrupt.received = None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command. Exit status: 0 done, 1 a failure (or some inputs failed), 2 a usage
+    error (bad option, file, model or value), 130 interrupted (SIGINT/SIGTERM; nothing
+    half-written is left in place)."""
     args = build_parser().parse_args(argv)
+    args.failed = []
+    _interrupt.received = None
     enable_compilation_cache()
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
-        print(f"jaxinterp: error: {e}", file=sys.stderr)
-        return 2
+        code = args.func(args)
+    except (Interrupted, KeyboardInterrupt):
+        code = None
+    except Exception as e:  # noqa: BLE001 — one handler: a one-line message, the trace on --debug
+        if args.debug:
+            traceback.print_exc()
+        message = str(e).strip() or type(e).__name__
+        usage = isinstance(e, USAGE_ERRORS)
+        if type(e).__name__ == "JaxRuntimeError":  # XLA failed; a usage error only if a check
+            usage = "InputError" in message       # compiled into the program raised it
+            message = message.strip().splitlines()[-1]
+        kind = "error" if usage else f"failed ({type(e).__name__})"
+        print(f"jaxinterp: {kind}: {message}", file=sys.stderr)
+        code = 2 if usage else 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if code is None or _interrupt.received is not None:  # even if a library swallowed it
+        print("jaxinterp: interrupted; nothing half-written was left in place", file=sys.stderr)
+        return 130
+    return code
 
 
 if __name__ == "__main__":

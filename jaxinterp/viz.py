@@ -171,3 +171,55 @@ def seed_row(image, attr, alpha: float = 0.5, cmap: str = "jet") -> list[np.ndar
 
 SEED_COLUMNS = ("original", "colored gradient", "negative gradient", "positive gradient",
                 "heat map", "overlay")
+
+
+def panel_figure(panels, col_titles, row_labels, path, title: str | None = None,
+                 panel: float = 1.9) -> None:
+    """Saves a grid of images as a figure: `panels[r][c]`, titles over the first row, a label
+    left of each row (matplotlib, no display needed).
+
+    Args:
+      panels: rows of `[H, W, 3]` images in [0, 1].
+      col_titles: one title per column.
+      row_labels: one label per row.
+      path: the file to write (PNG).
+      title: a title over the figure.
+      panel: inches per panel.
+    """
+    from matplotlib.figure import Figure
+
+    nrows, ncols = len(panels), len(panels[0])
+    fig = Figure(figsize=(panel * ncols, panel * nrows + 0.4))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for r, row in enumerate(panels):
+        for c, img in enumerate(row):
+            axes[r, c].imshow(np.clip(np.asarray(img, np.float32), 0, 1))
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(col_titles[c], fontsize=8)
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def seed_table_figure(rows: dict, title: str, path) -> None:
+    """The seed documents' table for one image: a row per method (`{method: seed_row(...)}`),
+    columns original | colored | negative | positive | heat map | overlay."""
+    panel_figure(list(rows.values()), SEED_COLUMNS, list(rows), path, title, panel=2.0)
+
+
+def compare_figure(images, overlays, labels, methods, path) -> None:
+    """All methods side by side: a row per image, the original then each method's overlay.
+
+    Args:
+      images: `[R, H, W, 3]` originals.
+      overlays: per row, one overlay per method.
+      labels: per row label.
+      methods: column titles after "original".
+      path: the file to write.
+    """
+    panels = [[img] + list(row) for img, row in zip(images, overlays)]
+    panel_figure(panels, ["original"] + list(methods), labels, path)

@@ -15,7 +15,6 @@ Prints Markdown tables (pasted into the README) and writes the numbers as JSON.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from pathlib import Path
@@ -32,18 +31,9 @@ TEST_SEED = 1_000_003
 
 
 def methods():
-    return {
-        "saliency": ji.saliency,
-        "input_x_gradient": ji.input_x_gradient,
-        "deconvnet": ji.deconvnet,
-        "guided_backprop": ji.guided_backprop,
-        "grad_cam": ji.grad_cam,
-        "guided_grad_cam": ji.guided_grad_cam,
-        "cam": ji.cam,
-        "smooth_grad": functools.partial(ji.smooth_grad, samples=50, noise=0.15),
-        "integrated_gradients": functools.partial(ji.integrated_gradients, steps=50),
-        "occlusion": functools.partial(ji.occlusion, window=(16, 16), stride=(8, 8), baseline=0.0),
-    }
+    """Every registered method with its own defaults (SmoothGrad 50 samples at 15 %, IG 50
+    Gauss-Legendre steps, occlusion 16x16 windows at stride 8, baseline 0)."""
+    return dict(ji.attribution.METHODS)
 
 
 def batched(f, m, x, y, chunk=50):
