@@ -76,6 +76,9 @@ def describe(name: str | None) -> str:
         shape = "x".join(map(str, feats[s.name].shape[1:]))
         lines.append(f"{s.name:<14}{s.alias or '':<10}{shape:<22}{counts.get(s.name, 0):,}")
     extra = meta.extra
+    if "source" in extra:
+        lines += ["", f"imported from {extra['source'].get('file')} "
+                  f"({extra['source'].get('format')})"]
     if "test" in extra:
         lines += ["", f"test accuracy {extra['test']['accuracy']:.4f} on {extra['test']['images']} "
                   f"held-out images"]

@@ -22,7 +22,8 @@ from typing import Callable
 MARKER = "run.json"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (this process counts as alive)."""
     if pid == os.getpid():
         return True
     try:
@@ -41,7 +42,7 @@ def clean_stale(path: Path) -> None:
         return
     for entry in path.parent.iterdir():
         m = pattern.match(entry.name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

@@ -70,11 +70,12 @@ def gray_heatmap(attr, percentile: float = 99.0) -> np.ndarray:
     return out[0] if single else out
 
 
-def colormap(values, cmap: str = "jet") -> np.ndarray:
-    """Maps values in [0, 1] (any shape) to RGB with a matplotlib colormap: shape + (3,)."""
+def colormap(values, cmap="jet") -> np.ndarray:
+    """Maps values in [0, 1] (any shape) to RGB with a matplotlib colormap (name or object)."""
     import matplotlib
 
-    rgba = np.asarray(matplotlib.colormaps[cmap](np.clip(np.asarray(values), 0, 1)), np.float32)
+    cm = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+    rgba = np.asarray(cm(np.clip(np.asarray(values, np.float64), 0, 1)), np.float32)
     return rgba[..., :3]
 
 
@@ -87,7 +88,8 @@ def overlay(image, heat, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
 
 
 def _cumulative_threshold(values: np.ndarray, percentile: float) -> float:
-    """Captum's outlier threshold: the value where the sorted cumulative sum reaches percentile."""
+    """Captum's outlier threshold: the value where the sorted cumulative sum reaches percentile
+    (1.0 where every value is 0, where Captum would divide by zero)."""
     v = np.sort(values.ravel())
     cum = np.cumsum(v)
     if cum[-1] == 0:
@@ -96,21 +98,52 @@ def _cumulative_threshold(values: np.ndarray, percentile: float) -> float:
     return float(v[i]) or 1.0
 
 
-def visualize(attr, image=None, method: str = "heat_map", sign: str = "absolute_value",
-              outlier_perc: float = 2.0, cmap: str | None = None, alpha: float = 0.5) -> np.ndarray:
-    """One image's attribution as a picture, with Captum's `visualize_image_attr` conventions.
+def normalize_attr(attr, sign: str = "absolute_value", outlier_perc: float = 2.0) -> np.ndarray:
+    """Captum's `_normalize_attr`: the chosen sign of a `[H, W]` map over the threshold that
+    leaves out the top `outlier_perc` % of the cumulative |attribution|, clipped to [-1, 1].
 
-    The attribution is summed over channels, the chosen sign kept, and divided by the threshold
-    that leaves out the top `outlier_perc` % of the cumulative |attribution| (values above -> 1).
+    "negative" keeps the negative part and returns it as positive values in [0, 1].
+    """
+    if sign not in SIGNS:
+        raise ValueError(f"sign must be one of {SIGNS}, got {sign!r}")
+    a = np.asarray(attr, np.float64)
+    a = {"all": a, "positive": np.maximum(a, 0), "negative": np.minimum(a, 0),
+         "absolute_value": np.abs(a)}[sign]
+    threshold = _cumulative_threshold(np.abs(a), 100.0 - outlier_perc)
+    return np.clip(a / (-threshold if sign == "negative" else threshold), -1, 1)
+
+
+def captum_cmap(sign: str):
+    """Captum's default colormap for a sign: red-white-green for "all", else Greens/Reds/Blues."""
+    if sign == "all":
+        from matplotlib.colors import LinearSegmentedColormap
+
+        return LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"])
+    return {"positive": "Greens", "negative": "Reds", "absolute_value": "Blues"}[sign]
+
+
+def visualize(attr, image=None, method: str = "heat_map", sign: str = "absolute_value",
+              outlier_perc: float = 2.0, cmap=None, alpha: float = 0.5) -> np.ndarray:
+    """One image's attribution as the picture Captum's `visualize_image_attr` draws, as an array.
+
+    The attribution is summed over channels and normalized by `normalize_attr`. Then, as
+    Captum: "heat_map" colours it (vmin -1 for "all", else 0; vmax 1); "blended_heat_map" draws
+    that heat map with opacity `alpha` over the image's channel mean in gray (min-max scaled, as
+    `imshow` does); "masked_image" multiplies the image by the normalized map; "alpha_scaling"
+    uses the map as the image's opacity, shown on white (matplotlib's background);
+    "original_image" is the image. Captum refuses "masked_image" and "alpha_scaling" with
+    sign "all", and so do we. Difference: Captum truncates "masked_image" to integers for
+    0-255 images; images here are in [0, 1] and stay floats (tested against Captum's own
+    function on the same arrays).
 
     Args:
       attr: `[H, W, 3]` or `[H, W]` attribution.
       image: `[H, W, 3]` in [0, 1]; needed by every method but "heat_map".
       method: "heat_map", "blended_heat_map", "masked_image", "alpha_scaling", "original_image".
-      sign: "all" (diverging colors), "positive", "negative", "absolute_value".
+      sign: "all", "positive", "negative", "absolute_value".
       outlier_perc: percent of the cumulative attribution treated as outliers.
-      cmap: matplotlib colormap (default: "bwr" for "all", "Greens"/"Reds"/"Blues" otherwise).
-      alpha: heat map weight in "blended_heat_map".
+      cmap: matplotlib colormap (default: Captum's, `captum_cmap(sign)`).
+      alpha: heat map opacity in "blended_heat_map".
     Returns:
       `[H, W, 3]` RGB in [0, 1].
     """
@@ -118,29 +151,32 @@ def visualize(attr, image=None, method: str = "heat_map", sign: str = "absolute_
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if sign not in SIGNS:
         raise ValueError(f"sign must be one of {SIGNS}, got {sign!r}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     a = np.asarray(attr, np.float32)
     a = a.sum(-1) if a.ndim == 3 else a
     if method != "heat_map" and image is None:
         raise ValueError(f"method {method!r} needs the image")
-    if sign == "all":
-        norm = np.clip(a / _cumulative_threshold(np.abs(a), 100 - outlier_perc), -1, 1)
-        vals, cmap = (norm + 1) / 2, cmap or "bwr"
-    else:
-        part = {"positive": np.maximum(a, 0), "negative": np.maximum(-a, 0),
-                "absolute_value": np.abs(a)}[sign]
-        vals = np.clip(part / _cumulative_threshold(part, 100 - outlier_perc), 0, 1)
-        cmap = cmap or {"positive": "Greens", "negative": "Reds", "absolute_value": "Blues"}[sign]
+    if method in ("masked_image", "alpha_scaling") and sign == "all":
+        raise ValueError(f"method {method!r} needs one sign (positive, negative or "
+                         "absolute_value), as in Captum")
+    norm = normalize_attr(a, sign, outlier_perc)
+    cmap = captum_cmap(sign) if cmap is None else cmap
+    heat = colormap((norm + 1) / 2 if sign == "all" else norm, cmap)
     if method == "heat_map":
-        return colormap(vals, cmap)
+        return heat
     image = np.asarray(image, np.float32)
     if method == "original_image":
         return image
     if method == "blended_heat_map":
-        return overlay(image, vals, alpha, cmap)
-    weight = vals if sign != "all" else np.abs(vals * 2 - 1)
+        gray = np.asarray(image, np.float64).mean(-1)
+        span = gray.max() - gray.min()
+        gray = (gray - gray.min()) / (span if span > 0 else 1.0)
+        return ((1 - alpha) * colormap(gray, "gray") + alpha * heat).astype(np.float32)
+    weight = norm[..., None].astype(np.float32)
     if method == "masked_image":
-        return image * (weight > 0)[..., None]
-    return image * weight[..., None]  # alpha_scaling
+        return image * weight
+    return image * weight + (1 - weight)  # alpha_scaling, composited on white
 
 
 def grid(images, ncols: int | None = None, pad: int = 2, fill: float = 1.0) -> np.ndarray:

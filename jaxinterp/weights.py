@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from jaxinterp import model as model_lib
+from jaxinterp.outputs import pid_alive
 from jaxinterp.models import vgg as vgg_lib
 
 FORMAT = "jaxinterp-checkpoint"
@@ -94,16 +95,6 @@ def is_checkpoint_dir(path: str | os.PathLike) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _clean_stale(path: Path) -> None:
     """Removes what interrupted writes of `path` left behind (their process is gone).
 
@@ -115,7 +106,7 @@ def _clean_stale(path: Path) -> None:
         return
     for entry in path.parent.iterdir():
         match = pattern.match(entry.name)
-        if not match or _pid_alive(int(match.group(2))) and int(match.group(2)) != os.getpid():
+        if not match or pid_alive(int(match.group(2))):
             continue
         if not entry.is_dir() or not set(os.listdir(entry)) <= CHECKPOINT_ENTRIES:
             continue  # not something we wrote: leave it
@@ -234,6 +225,8 @@ def load_checkpoint(path: str | os.PathLike) -> model_lib.Model:
         with _quiet_orbax(), ocp.StandardCheckpointer() as ckptr:
             stored = ckptr.metadata(path / "state")
             stored = getattr(stored, "item_metadata", stored)
+            if not _flat(stored):
+                raise ValueError("its state lists no arrays")
             check_variables(jax.tree_util.tree_map(lambda v: np.empty(v.shape, np.uint8), stored,
                                                    is_leaf=lambda v: hasattr(v, "shape")),
                             module, str(path))

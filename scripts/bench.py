@@ -13,7 +13,13 @@ visualization: steps/s of `ji.visualize` against the same loop written in PyTorc
 one vmapped call against K calls. Scaling curves: time per image against batch size and
 against SmoothGrad samples / IG steps, and peak memory with and without `batch_size=`.
 
-Writes docs/bench/results.json, docs/bench/tables.md and docs/bench/scaling.png.
+Also: jaxinterp's compiler options against XLA's defaults per method (`--only options`), and
+the cost of the value checks compiled into a user's jit (`--only checks`).
+
+Each section writes its own file, docs/bench/<section>.json (attribution-vgg-mini.json, ...,
+with the machine and matmul peak of that run), so a partial re-run (`--only`) replaces only
+what it measured; docs/bench/tables.md is rebuilt from the files present; scaling.png.
+"Ours / Captum 1st call" is measured in a fresh process (compile included, no warm-up).
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ import numpy as np  # noqa: E402
 
 import jaxinterp as ji  # noqa: E402
 
-METHODS = ("saliency", "input_x_gradient", "deconvnet", "guided_backprop", "grad_cam",
-           "guided_grad_cam", "smooth_grad", "integrated_gradients", "occlusion", "occlusion_full")
-MULTI = ("smooth_grad", "integrated_gradients", "occlusion", "occlusion_full")
+# every registered method except CAM (vgg-mini only; no Captum peer), and occlusion without the
+# incremental pass
+METHODS = tuple(n for n in ji.attribution.METHODS if n != "cam") + ("occlusion_full",)
+MULTI = tuple(n for n, m in ji.attribution.METHODS.items() if m.chunked) + ("occlusion_full",)
 # our rows with the same Captum call as another row (whose Captum chunking they reuse)
 CAPTUM_SAME = {"occlusion_full": "occlusion"}
 # per model: input side, images per call (single-pass, multi-pass), occlusion window / stride
@@ -75,19 +82,15 @@ def setup(arch, n, seed=0):
 
 
 def ours_method(name, layer, cfg, batch_size=None, samples=SAMPLES, steps=STEPS):
-    """`f(m, x, t)` running one jaxinterp method with the benchmark's settings (traceable)."""
+    """`f(m, x, t)` running one jaxinterp method (from the registry) with the benchmark's
+    settings (traceable)."""
     w, s = cfg["window"], cfg["stride"]
-    return {"grad_cam": lambda m, x, t: ji.grad_cam(m, x, t, layer=layer),
-            "guided_grad_cam": lambda m, x, t: ji.guided_grad_cam(m, x, t, layer=layer),
-            "smooth_grad": lambda m, x, t: ji.smooth_grad(m, x, t, samples=samples,
-                                                          batch_size=batch_size),
-            "integrated_gradients": lambda m, x, t: ji.integrated_gradients(
-                m, x, t, steps=steps, batch_size=batch_size),
-            "occlusion": lambda m, x, t: ji.occlusion(m, x, t, window=(w, w), stride=(s, s),
-                                                      batch_size=batch_size),
-            "occlusion_full": lambda m, x, t: ji.occlusion(
-                m, x, t, window=(w, w), stride=(s, s), batch_size=batch_size, incremental=False),
-            }.get(name, lambda m, x, t: getattr(ji, name)(m, x, t))
+    options = {"grad_cam": {"layer": layer}, "guided_grad_cam": {"layer": layer},
+               "smooth_grad": {"samples": samples}, "integrated_gradients": {"steps": steps},
+               "occlusion": {"window": (w, w), "stride": (s, s)},
+               "occlusion_full": {"window": (w, w), "stride": (s, s), "incremental": False}}
+    method = ji.attribution.METHODS[name.removesuffix("_full")]
+    return lambda m, x, t: method(m, x, t, batch_size=batch_size, **options.get(name, {}))
 
 
 def ours_fn(name, jm, layer, cfg, **kw):
@@ -262,11 +265,11 @@ def bench_attribution(arch, reps, quick, peak) -> list[dict]:
         theirs = captum_fn(name, tm, net, layer, cfg, batch_size=theirs_bs)
         heavy = arch == "vgg16" and name in MULTI
         with torch.enable_grad():
-            first, med = interleaved([ours, theirs], (x, t), 3 if heavy else reps,
+            _, med = interleaved([ours, theirs], (x, t), 3 if heavy else reps,
                                      warm=1 if heavy else 2)
         flops = xla_flops(name, jm, layer, cfg, x, t)  # unchunked: loops are costed once
         row = {"arch": arch, "method": name, "n": n, "ours_s": med[0] / n, "captum_s": med[1] / n,
-               "speedup": med[1] / med[0], "ours_first_s": first[0], "captum_first_s": first[1],
+               "speedup": med[1] / med[0], "ours_first_s": None, "captum_first_s": None,
                "gflops": flops / med[0] / 1e9, "ours_batch_size": ours_bs,
                "captum_batch_size": theirs_bs}
         row["peak_frac"] = row["gflops"] / peak
@@ -274,7 +277,8 @@ def bench_attribution(arch, reps, quick, peak) -> list[dict]:
             for side in ("ours", "captum"):
                 spec = {"side": side, "arch": arch, "method": name, "n": n,
                         "batch_size": ours_bs, "captum_batch_size": theirs_bs}
-                row[f"{side}_mem"] = in_subprocess(spec)
+                row[f"{side}_mem"] = in_subprocess(spec)  # first call + memory, fresh process
+                row[f"{side}_first_s"] = row[f"{side}_mem"].get("first_s")
         rows.append(row)
         print(fmt_row(row), flush=True)
     return rows
@@ -291,13 +295,15 @@ def fmt_row(r) -> str:
     chunks = ""
     if r.get("ours_batch_size", None) is not None or r.get("captum_batch_size", None) is not None:
         chunks = f" ({r['ours_batch_size']} / {r['captum_batch_size']})"
+    first = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
     return (f"| {r['arch']} | {r['method']}{chunks} | {r['n']} | {r['ours_s'] * 1e3:.1f} | "
-            f"{r['captum_s'] * 1e3:.1f} | **{r['speedup']:.2f}x** | {r['ours_first_s']:.1f} | "
-            f"{r['captum_first_s']:.2f} | {r['gflops']:.0f} ({100 * r['peak_frac']:.0f} %){mem} |")
+            f"{r['captum_s'] * 1e3:.1f} | **{r['speedup']:.2f}x** | "
+            f"{first(r['ours_first_s'], '.1f')} | {first(r['captum_first_s'], '.2f')} | "
+            f"{r['gflops']:.0f} ({100 * r['peak_frac']:.0f} %){mem} |")
 
 
-TABLE_HEAD = ("| model | method | N | ours ms/img | Captum ms/img | speed-up | ours 1st call s | "
-              "Captum 1st call s | ours GFLOP/s (of peak) | ours MB | Captum MB |\n"
+TABLE_HEAD = ("| model | method | N | ours ms/img | Captum ms/img | speed-up | ours 1st call s "
+              "(fresh process) | Captum 1st call s (fresh process) | ours GFLOP/s (of peak) | ours MB | Captum MB |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
@@ -456,6 +462,55 @@ def plot_scaling(sc, path):
     plt.close(fig)
 
 
+def bench_options(reps) -> list[dict]:
+    """jaxinterp's compiler options (`ji.compiler_options()`) against XLA's defaults, per
+    method, same process, interleaved medians (the numbers `jaxinterp/_xla.py` quotes)."""
+    rows = []
+    for arch in ("vgg-mini", "vgg16"):
+        cfg = MODELS[arch]
+        for name in METHODS:
+            multi = name in MULTI
+            if arch == "vgg16" and multi and name != "occlusion":
+                continue  # minutes per call: the single-pass rows and occlusion tell the story
+            n = cfg["n"][multi]
+            jm, tm, net, x, t, layer = setup(arch, n)
+            bs = {"vgg-mini": 16, "vgg16": 10}[arch] if multi else None
+            f = ours_fn(name, jm, layer, cfg, batch_size=bs)
+            real = ji._xla.compiler_options
+
+            def default(x, t):
+                ji._xla.compiler_options = lambda: {}
+                try:
+                    return f(x, t)
+                finally:
+                    ji._xla.compiler_options = real
+
+            _, med = interleaved([f, default], (x, t), 3 if arch == "vgg16" else reps)
+            row = {"arch": arch, "method": name, "n": n, "batch_size": bs,
+                   "tuned_s": med[0] / n, "default_s": med[1] / n, "speedup": med[1] / med[0]}
+            rows.append(row)
+            print(f"| {arch} | {name} | {n} | {row['tuned_s'] * 1e3:.1f} | "
+                  f"{row['default_s'] * 1e3:.1f} | **{row['speedup']:.2f}x** |", flush=True)
+    return rows
+
+
+def bench_checks(reps) -> list[dict]:
+    """Cost of the value checks compiled into a user's jit (`jaxinterp.checks`): `m(x)` with
+    and without its image check, inside `jax.jit`."""
+    rows = []
+    for arch in ("vgg-mini", "vgg16"):
+        jm, _, _, x, t, _ = setup(arch, MODELS[arch]["n"][0])
+        checked = jax.jit(lambda m, x: m(x)[0])
+        unchecked = jax.jit(lambda m, x: m(x, check=False)[0])
+        fs = [lambda x: checked(jm, x).block_until_ready(),
+              lambda x: unchecked(jm, x).block_until_ready()]
+        _, med = interleaved(fs, (x,), reps * 4)
+        rows.append({"arch": arch, "n": len(x), "checked_s": med[0], "unchecked_s": med[1],
+                     "overhead": med[0] / med[1] - 1})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -473,11 +528,40 @@ def machine() -> str:
             f"{__import__('captum').__version__}")
 
 
+SECTIONS = ("vgg-mini", "vgg16", "optvis", "scaling", "options", "checks")
+
+
+def tables(out: Path) -> str:
+    """The Markdown tables of every section file present in `out`."""
+    lines = []
+    for arch in ("vgg-mini", "vgg16"):
+        f = out / f"attribution-{arch}.json"
+        if f.exists():
+            r = json.loads(f.read_text())
+            lines += [f"{arch}: {r['machine']}. fp32 matmul peak: XLA {r['matmul']['xla']:.0f}, "
+                      f"PyTorch {r['matmul']['torch']:.0f} GFLOP/s.", "", TABLE_HEAD]
+            lines += [fmt_row(row) for row in r["rows"]] + [""]
+    f = out / "options.json"
+    if f.exists():
+        lines += ["| model | method | N | tuned ms/img | XLA default ms/img | speed-up |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['arch']} | {r['method']} | {r['n']} | {r['tuned_s'] * 1e3:.1f} | "
+                  f"{r['default_s'] * 1e3:.1f} | **{r['speedup']:.2f}x** |"
+                  for r in json.loads(f.read_text())["rows"]] + [""]
+    f = out / "checks.json"
+    if f.exists():
+        lines += ["| model | N | jit(m(x)) with checks ms | without ms | overhead |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['arch']} | {r['n']} | {r['checked_s'] * 1e3:.2f} | "
+                  f"{r['unchecked_s'] * 1e3:.2f} | {100 * r['overhead']:.1f} % |"
+                  for r in json.loads(f.read_text())["rows"]] + [""]
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a subset, under 10 minutes")
-    ap.add_argument("--only", default=None, help="comma list of sections: "
-                    "vgg-mini,vgg16,optvis,scaling")
+    ap.add_argument("--only", default=None, help="comma list of sections: " + ",".join(SECTIONS))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench"))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -487,32 +571,36 @@ def main():
     import torch
 
     torch.set_num_threads(os.cpu_count())
-    sections = args.only.split(",") if args.only else ["vgg-mini", "vgg16", "optvis", "scaling"]
-    out = Path(args.out)
+    sections = args.only.split(",") if args.only else list(SECTIONS)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown sections {', '.join(sorted(unknown))}; valid: {', '.join(SECTIONS)}")
+    out = Path(args.out) / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    res = {"machine": machine(), "quick": args.quick, "matmul": matmul_peak()}
-    peak = max(res["matmul"].values())
-    print(f"{res['machine']}\nfp32 matmul 4096^2: XLA {res['matmul']['xla']:.0f} GFLOP/s, "
-          f"PyTorch {res['matmul']['torch']:.0f} GFLOP/s\n\n{TABLE_HEAD}", flush=True)
+    head = {"machine": machine(), "quick": args.quick, "matmul": matmul_peak()}
+    peak = max(head["matmul"].values())
+    print(f"{head['machine']}\nfp32 matmul 4096^2: XLA {head['matmul']['xla']:.0f} GFLOP/s, "
+          f"PyTorch {head['matmul']['torch']:.0f} GFLOP/s", flush=True)
     reps = 3 if args.quick else 5
-    res["attribution"] = []
-    for arch in ("vgg-mini", "vgg16"):
-        if arch in sections:
-            res["attribution"] += bench_attribution(arch, reps, args.quick, peak)
-    if "optvis" in sections:
-        res["optvis"] = bench_optvis(args.quick)
-    if "scaling" in sections:
-        res["scaling"] = bench_scaling(args.quick)
-        plot_scaling(res["scaling"], out / "scaling.png")
-    res["seconds"] = time.time() - t0
-    name = "results_quick.json" if args.quick else "results.json"
-    (out / name).write_text(json.dumps(res, indent=1))
-    lines = [f"Machine: {res['machine']}. fp32 matmul peak: XLA {res['matmul']['xla']:.0f}, "
-             f"PyTorch {res['matmul']['torch']:.0f} GFLOP/s.", "", TABLE_HEAD]
-    lines += [fmt_row(r) for r in res["attribution"]]
-    (out / ("tables_quick.md" if args.quick else "tables.md")).write_text("\n".join(lines) + "\n")
-    print(f"\ndone in {res['seconds'] / 60:.1f} min -> {out}")
+    for section in sections:  # each section writes its own file: a partial re-run replaces
+        t0 = time.time()      # only what it measured
+        if section in ("vgg-mini", "vgg16"):
+            print(f"\n{TABLE_HEAD}", flush=True)
+            result, name = {"rows": bench_attribution(section, reps, args.quick, peak)}, \
+                f"attribution-{section}"
+        elif section == "optvis":
+            result, name = bench_optvis(args.quick), "optvis"
+        elif section == "scaling":
+            result, name = bench_scaling(args.quick), "scaling"
+            plot_scaling(result, out / "scaling.png")
+        elif section == "options":
+            result, name = {"rows": bench_options(reps)}, "options"
+        else:
+            result, name = {"rows": bench_checks(reps)}, "checks"
+        result = {**head, **result, "seconds": time.time() - t0}
+        (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (out / "tables.md").write_text(tables(out) + "\n")
+    print(f"\ndone -> {out}")
 
 
 if __name__ == "__main__":

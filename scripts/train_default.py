@@ -89,11 +89,14 @@ def main(argv=None):
     opt_state = opt.init(params)
     step = make_step(module, opt, args.batch, args.smoothing, meta.preprocess)
 
-    t0 = time.time()
+    t0, history = time.time(), []
     bar = tqdm(range(args.steps), desc="train vgg-mini", unit="step")
     for i in bar:
         params, stats, opt_state, loss, acc = step(params, stats, opt_state, jnp.uint32(i))
         if i % 25 == 0 or i == args.steps - 1:
+            history.append({"step": i, "loss": round(float(loss), 4),
+                            "batch_accuracy": round(float(acc), 4),
+                            "seconds": round(time.time() - t0, 1)})
             bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(acc):.3f}")
     train_s = time.time() - t0
 
@@ -107,7 +110,8 @@ def main(argv=None):
         "training": {"steps": args.steps, "batch": args.batch, "optimizer": "adamw",
                      "lr": args.lr, "warmup": args.warmup, "schedule": "warmup_cosine",
                      "weight_decay": args.weight_decay, "label_smoothing": args.smoothing,
-                     "seconds": round(train_s, 1), "jax": jax.__version__},
+                     "seconds": round(train_s, 1), "jax": jax.__version__,
+                     "history": history},
         "test": {"seed": TEST_SEED, "images": args.test, "accuracy": acc,
                  "per_class_accuracy": per_class},
     }

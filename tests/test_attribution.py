@@ -1,6 +1,7 @@
 """One table of attribution methods; every generic check runs over all of them."""
 
 import functools
+import inspect
 import json
 import logging
 import os
@@ -8,27 +9,34 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxinterp as ji
 
-# name -> (function (m, x, target, **chunking) with small settings, supports batch_size)
-METHODS = {
-    "saliency": (ji.saliency, False),
-    "input_x_gradient": (ji.input_x_gradient, False),
-    "deconvnet": (ji.deconvnet, False),
-    "guided_backprop": (ji.guided_backprop, False),
-    "grad_cam": (ji.grad_cam, False),
-    "guided_grad_cam": (ji.guided_grad_cam, False),
-    "cam": (ji.cam, False),
-    "smooth_grad": (functools.partial(ji.smooth_grad, samples=4, key=jax.random.key(3)), True),
-    "vargrad": (functools.partial(ji.smooth_grad, samples=4, kind="vargrad",
-                                  method=ji.guided_backprop, key=jax.random.key(3)), True),
-    "integrated_gradients": (functools.partial(ji.integrated_gradients, steps=6), True),
-    "occlusion": (functools.partial(ji.occlusion, window=(16, 16), stride=(16, 16)), True),
-}
-SHAPES = {"grad_cam": 3, "cam": 3, "occlusion": 3}
+REGISTRY = ji.attribution.METHODS
+# small settings for the methods whose work multiplies
+SMALL = {"smooth_grad": {"samples": 4, "key": jax.random.key(3)},
+         "integrated_gradients": {"steps": 6},
+         "occlusion": {"window": (16, 16), "stride": (16, 16)}}
+# name -> (function (m, x, target, **chunking), takes batch_size): every registered method, and
+# one variant (VarGrad over guided backprop)
+METHODS = {name: (functools.partial(method.fn, **SMALL.get(name, {})), method.chunked)
+           for name, method in REGISTRY.items()}
+METHODS["vargrad"] = (functools.partial(ji.smooth_grad, samples=4, kind="vargrad",
+                                        method=ji.guided_backprop, key=jax.random.key(3)), True)
+KEYED = {name for name, method in REGISTRY.items() if method.keyed} | {"vargrad"}
+SHAPES = {name: 3 for name, method in REGISTRY.items() if method.output == "map"}
+
+
+def test_registry_matches_the_public_api():
+    for name, method in REGISTRY.items():
+        assert getattr(ji, name) is method.fn
+        params = inspect.signature(method.fn).parameters
+        assert ("key" in params) == method.keyed and ("batch_size" in params) == method.chunked
+        assert all(k in params for k in method.defaults), name
+    assert set(n for n in ji.__all__ if n in REGISTRY) == set(REGISTRY)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +81,47 @@ def test_jit_equals_no_jit_and_tuned_equals_default(mini, data, name, monkeypatc
     with jax.disable_jit():
         eager = np.asarray(f(mini, x, y))
     np.testing.assert_allclose(eager, want, rtol=1e-4, atol=1e-5 * np.abs(eager).max())
-    wrapped = jax.jit(lambda m, x, y: f(m, x, y))(mini, x, y)  # inside a user's jit
-    np.testing.assert_allclose(wrapped, want, rtol=1e-5, atol=1e-6 * np.abs(eager).max())
+    user_jit = jax.jit(lambda m, x, y: f(m, x, y))  # inside a user's jit
+    np.testing.assert_allclose(user_jit(mini, x, y), want, rtol=1e-5,
+                               atol=1e-6 * np.abs(eager).max())
+    # checks on traced values still hold (same shapes: no recompilation)
+    for bad_y, match in ((y.at[0].set(8), "target 8 out of range"),
+                         (y.at[1].set(-1), "target -1 out of range")):
+        with pytest.raises(Exception, match=match):
+            np.asarray(user_jit(mini, x, bad_y))
+    with pytest.raises(Exception, match="NaN or infinite"):
+        np.asarray(user_jit(mini, x.at[1, 5, 5, 0].set(np.nan), y))
+    with pytest.raises(Exception, match=r"values in \[0, 1\]"):
+        np.asarray(user_jit(mini, x.at[0, 5, 5, 0].set(1.5), y))
+
+
+@pytest.mark.parametrize("name", ["saliency", "grad_cam", "smooth_grad", "occlusion"])
+def test_vmap_and_grad_of_methods_keep_their_checks(mini, name):
+    """`vmap` over examples equals the batched call; `grad` through a method works; both raise
+    on bad targets and images when the program runs."""
+    f, _ = METHODS[name]
+    x, y = jax.random.uniform(jax.random.key(22), (2, 32, 32, 3)), jnp.array([3, 5])
+    kw = {"key": jax.random.split(jax.random.key(1), 2)} if name in KEYED else {}
+    per = jax.jit(jax.vmap(lambda xi, yi, *k: f(mini, xi[None], yi, **(
+        {"key": k[0][None]} if k else {}))[0]))
+    args = (kw["key"],) if kw else ()
+    batch = np.asarray(f(mini, x, y, **kw))
+    np.testing.assert_allclose(per(x, y, *args), batch, rtol=1e-4,
+                               atol=1e-5 * np.abs(batch).max())
+    with pytest.raises(Exception, match="target 9 out of range"):
+        np.asarray(per(x, y.at[1].set(9), *args))
+    with pytest.raises(Exception, match="NaN or infinite"):
+        np.asarray(per(x.at[0, 1, 1, 1].set(np.inf), y, *args))
+    if name == "smooth_grad":
+        return  # its gradient is saliency's, checked above
+    g = jax.jit(jax.grad(lambda x, y: (f(mini, x, y) ** 2).sum()))
+    dx = np.asarray(g(x, y))
+    if name == "saliency":  # a ReLU / max-pool / affine network is piecewise linear in x:
+        np.testing.assert_array_equal(dx, 0)  # its input gradient is locally constant, and
+        return  # XLA drops the whole (pure) computation, checks included: nothing to refuse
+    assert np.isfinite(dx).all() and np.abs(dx).max() > 0
+    with pytest.raises(Exception, match="target 8 out of range"):
+        np.asarray(g(x, y.at[0].set(8)))
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -82,7 +129,7 @@ def test_batch_equals_single_calls(mini, data, results, name):
     f, _ = METHODS[name]
     x, y = data
     batch, kw = results[name], [{}] * len(y)
-    if name in ("smooth_grad", "vargrad"):  # one key per example: noise independent of batching
+    if name in KEYED:  # one key per example: noise independent of batching
         keys = jax.random.split(jax.random.key(5), len(y))
         batch, kw = np.asarray(f(mini, x, y, key=keys)), [{"key": keys[i:i + 1]} for i in range(len(y))]
     singles = np.concatenate([np.asarray(f(mini, x[i:i + 1], y[i:i + 1], **kw[i]))

@@ -107,21 +107,37 @@ def test_parity_with_captum(pair, name):
     assert_close(ours(pair, name), captum(pair, name))
 
 
-@pytest.mark.parametrize("method", ["gausslegendre", "riemann_left", "riemann_right",
-                                    "riemann_middle", "riemann_trapezoid"])
-def test_integrated_gradients_parity(pair, method):
+@pytest.mark.parametrize("method, baseline", [
+    ("gausslegendre", "zero"), ("riemann_middle", "zero"),
+    ("riemann_left", "noise"), ("riemann_right", "noise"), ("riemann_trapezoid", "noise")])
+def test_integrated_gradients_parity(pair, method, baseline):
     # In float64 on both sides. In float32, each framework's rounding puts a few of the
     # [steps x N] path points' pre-activations on the other side of a ReLU kink or flips a
     # max-pool argmax; the gradient there jumps, by up to 1e-2 of the largest attribution. Every
     # single-pass method above is compared in float32.
+    # The rules with a point at alpha = 0 evaluate the baseline itself; a constant baseline is
+    # all exact ties in every max-pool window, where the gradient's route depends on the last
+    # bit of each convolution output (which XLA's and PyTorch's kernels may round differently,
+    # and XLA differently from one compilation to the next). So those rules are compared from a
+    # noise baseline (no ties, as for any natural image), the others from the black image.
     jm, tm, net, x, target, layer = pair
+    steps = 12
+    if jm.arch == "vgg16":  # XLA:CPU runs float64 convolutions ~500x slower than float32 (a
+        # minute per call here): VGG16 checks one rule of each kind, on one image, 6 steps;
+        # vgg-mini checks every rule (the quadrature code is shared)
+        if method not in ("gausslegendre", "riemann_left"):
+            pytest.skip("VGG16: one rule with and one without alpha = 0")
+        x, target, steps = x[:1], target[:1], 6
+    base = (np.zeros_like(x) if baseline == "zero"
+            else np.random.default_rng(5).random(x.shape, dtype=np.float32))
     with jax.enable_x64(True):
         jm64 = jm.with_variables(jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64),
                                                         jm.variables))
-        ours = np.asarray(ji.integrated_gradients(jm64, x.astype(np.float64), target, steps=12,
-                                                  method=method))
+        ours = np.asarray(ji.integrated_gradients(jm64, x.astype(np.float64), target, steps=steps,
+                                                  method=method, baseline=base.astype(np.float64)))
     assert ours.dtype == np.float64
     tm64 = copy.deepcopy(tm).double()
     theirs = to_nhwc(captum_attr.IntegratedGradients(tm64).attribute(
-        nchw(x.astype(np.float64)), target=torch.from_numpy(target), n_steps=12, method=method))
+        nchw(x.astype(np.float64)), baselines=nchw(base.astype(np.float64)).detach(),
+        target=torch.from_numpy(target), n_steps=steps, method=method))
     assert_close(ours, theirs)

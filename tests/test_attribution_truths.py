@@ -105,12 +105,36 @@ def test_smooth_grad_with_zero_noise_is_the_base_method(mini):
     np.testing.assert_allclose(sg(kind="vargrad"), 0, atol=1e-6 * (base ** 2).max())
 
 
-def test_smooth_grad_noise_scale_is_relative_to_range(mini):
-    x = ji.data.shapes(jax.random.key(11), 1).images
+def test_smooth_grad_noise_scale_is_relative_to_each_images_range(mini):
+    # two images with ranges 1.0 and 0.25: each gets its own sigma (a batch-wide range would
+    # give both the larger one)
+    x = np.asarray(ji.data.shapes(jax.random.key(11), 2).images)
+    x = np.stack([(x[0] - x[0].min()) / np.ptp(x[0]), 0.5 + 0.25 * (x[1] - x[1].min()) / np.ptp(x[1])])
     f = lambda m, x, t: x  # noqa: E731 — the "attribution" is the noisy input itself
     var = ji.smooth_grad(mini, x, 0, method=f, samples=400, noise=0.1, kind="vargrad")
-    sigma = 0.1 * float(x.max() - x.min())
-    assert abs(float(jnp.sqrt(var.mean())) / sigma - 1) < 0.05
+    for i, span in enumerate((1.0, 0.25)):
+        assert abs(float(jnp.sqrt(var[i].mean())) / (0.1 * span) - 1) < 0.05, i
+
+
+def test_redirected_relu_matches_lucids_definition():
+    from jaxinterp.rules import redirected_relu
+
+    def lucid(x, g):  # lucid/misc/redirected_relu_grad.py, in numpy
+        relu_grad = np.where(x < 0, 0, g)
+        redirected = np.where((x < 0) & (g > 0), 0, g)
+        mag = np.linalg.norm(relu_grad.reshape(len(x), -1), axis=1)
+        return np.where((mag > 0).reshape(-1, 1, 1), relu_grad, redirected)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 5, 3)).astype(np.float32)
+    x[1] = -np.abs(x[1])  # example 1: every input negative, nothing gets through a plain ReLU
+    x[2] = -np.abs(x[2]) - 1  # example 2 as well
+    g = rng.normal(size=x.shape).astype(np.float32)
+    g[3] = np.where(x[3] > 0, 0, g[3])  # example 3: gradient only where the input is negative
+    np.testing.assert_array_equal(redirected_relu(x), np.maximum(x, 0))
+    got = np.asarray(jax.vjp(redirected_relu, x)[1](g)[0])
+    np.testing.assert_array_equal(got, lucid(x, g))
+    assert np.any(got[1] != 0) and np.all(got[0] == np.where(x[0] < 0, 0, g[0]))
 
 
 def test_callable_target_reaches_deep_units(mini):
@@ -144,12 +168,26 @@ def test_occlusion_matches_a_direct_loop(mini):
     (lambda m, x, y: ji.saliency(m, x, np.array([1, 2, 3])), r"shape \(2,\)"),
     (lambda m, x, y: ji.saliency(m, x, 1.5), "int class index"),
     (lambda m, x, y: ji.integrated_gradients(m, x, y, steps=0), "steps must be an int >= 1"),
+    (lambda m, x, y: ji.integrated_gradients(m, x, y, method="trapezoid", steps=1),
+     "steps must be an int >= 2"),
+    (lambda m, x, y: ji.integrated_gradients(m, x, y, steps=2.5), "steps must be an int"),
+    (lambda m, x, y: ji.integrated_gradients(m, x, y, baseline=np.nan), "baseline must be finite"),
+    (lambda m, x, y: ji.occlusion(m, x, y, baseline=np.zeros((5, 5))), "does not broadcast"),
+    (lambda m, x, y: ji.smooth_grad(m, x, y, noise=np.nan), "noise must be finite"),
+    (lambda m, x, y: ji.smooth_grad(m, x, y, noise=-0.1), "noise must be >= 0"),
+    (lambda m, x, y: ji.smooth_grad(m, x, y, key="seed"), "key must be a PRNG key"),
+    (lambda m, x, y: ji.saliency(m, x[:0], y[:0]), r"empty batch \(N = 0\)"),
+    (lambda m, x, y: ji.saliency(m, x, ji.targets.unit("relu4_2", 999)),
+     r"unit channel 999 out of range: relu4_2 has 128 channels"),
+    (lambda m, x, y: ji.saliency(m, x, ji.targets.unit("relu4_2", 1, 8, 99)),
+     r"position \(8, 99\) out of range"),
+    (lambda m, x, y: ji.targets.unit("relu4_2", -1), "non-negative int"),
     (lambda m, x, y: ji.integrated_gradients(m, x, y, method="simpson"), "method must be one of"),
     (lambda m, x, y: ji.integrated_gradients(m, x, y, baseline=np.zeros((3, 3))), "does not broadcast"),
     (lambda m, x, y: ji.occlusion(m, x, y, window=(80, 8)), "larger than the image"),
-    (lambda m, x, y: ji.occlusion(m, x, y, stride=0), "must be positive"),
+    (lambda m, x, y: ji.occlusion(m, x, y, stride=0), "stride must be an int >= 1"),
     (lambda m, x, y: ji.smooth_grad(m, x, y, kind="max"), "kind must be one of"),
-    (lambda m, x, y: ji.smooth_grad(m, x, y, samples=0), "samples must be a positive"),
+    (lambda m, x, y: ji.smooth_grad(m, x, y, samples=0), "samples must be an int >= 1"),
     (lambda m, x, y: ji.smooth_grad(m, x, y, batch_size=0), "batch_size must be a positive"),
     (lambda m, x, y: ji.cam(m, x, ji.targets.unit("fc", 1)), "class targets only"),
     (lambda m, x, y: ji.saliency(m, x[0], y), r"rank 4.*x\[None\]"),
@@ -166,3 +204,18 @@ def test_cam_needs_gap_head():
     m = ji.load_model("vgg11", key=jax.random.key(0), num_classes=4, hidden=8)
     with pytest.raises(ValueError, match="global-average-pool head"):
         ji.cam(m, np.zeros((1, 32, 32, 3), np.float32), 0)
+
+
+def test_numpy_ints_bf16_and_legacy_keys_are_accepted(mini):
+    b = ji.data.shapes(jax.random.key(15), 2)
+    x, y = b.images, b.labels
+    np.testing.assert_allclose(ji.integrated_gradients(mini, x, y, steps=np.int64(4)),
+                               ji.integrated_gradients(mini, x, y, steps=4))
+    sg = functools.partial(ji.smooth_grad, mini, x, y, samples=np.int32(2))
+    np.testing.assert_array_equal(sg(key=jax.random.PRNGKey(3)),
+                                  sg(key=jax.random.wrap_key_data(jax.random.PRNGKey(3))))
+    np.testing.assert_array_equal(sg(key=7), sg(key=jax.random.key(7)))
+    full = np.asarray(ji.occlusion(mini, x, y, window=(32, 32), stride=(32, 32)))
+    half = np.asarray(ji.occlusion(mini, x.astype(jnp.bfloat16), y, window=(32, 32),
+                                   stride=(32, 32)))
+    assert np.corrcoef(full.ravel(), half.ravel())[0, 1] > 0.99  # bf16 images, f32 weights

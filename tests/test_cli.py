@@ -54,8 +54,15 @@ def test_weights_import_and_info_of_the_checkpoint(tmp_path):
                   "--out", str(out))
     assert r.returncode == 2 and "--force" in r.stderr
     r = jaxinterp("info", str(out))
-    assert r.returncode == 0 and "m.safetensors" not in r.stderr
+    assert r.returncode == 0, r.stderr
+    assert "imported from m.safetensors (safetensors)" in r.stdout
     assert "classifier.0  fc        8" in r.stdout
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("x")
+    r = jaxinterp("weights", "import", str(tmp_path / "m.safetensors"), "--arch", "vgg-mini",
+                  "--out", str(tmp_path / "mine"), "--force")
+    assert r.returncode == 2 and "not a jaxinterp checkpoint" in r.stderr
+    assert (tmp_path / "mine" / "keep.txt").exists()
     del torch
 
 
@@ -116,3 +123,170 @@ def test_visualize_errors_are_clean(tmp_path):
                       (["--layer", "relu4_2", "--diversity", "1"], "needs --batch 2")]:
         r = jaxinterp("visualize", *args, "--steps", "1", "--out", str(tmp_path / "x.png"))
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- outputs, interrupts, limits
+
+
+def _shapes_pngs(directory, n, seed=40):
+    import jax
+
+    import jaxinterp as ji
+
+    directory.mkdir(parents=True, exist_ok=True)
+    b = ji.data.shapes(jax.random.key(seed), n)
+    paths = []
+    for i in range(n):
+        p = directory / f"s{i}.png"
+        Image.fromarray((np.asarray(b.images[i]) * 255).astype(np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_attribute_names_are_unique_and_inside_out(tmp_path):
+    a, b = _shapes_pngs(tmp_path / "a", 1)[0], _shapes_pngs(tmp_path / "b", 1, seed=41)[0]
+    (tmp_path / "a" / "cat.png").write_bytes(a.read_bytes())
+    (tmp_path / "b" / "cat.png").write_bytes(b.read_bytes())
+    dots = tmp_path / "a" / "...png"  # stem ".." would climb out of --out
+    dots.write_bytes(a.read_bytes())
+    out = tmp_path / "deep" / "out"
+    r = jaxinterp("attribute", str(tmp_path / "a" / "cat.png"), str(tmp_path / "b" / "cat.png"),
+                  str(dots), "--method", "saliency", "--no-figures", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    entries = sorted(p.name for p in out.iterdir())
+    assert entries == ["cat", "cat-2", "image", "run.json"], entries
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]  # nothing beside
+    a0 = np.asarray(Image.open(out / "cat" / "original.png"))
+    b0 = np.asarray(Image.open(out / "cat-2" / "original.png"))
+    assert not np.array_equal(a0, b0)  # the second did not replace the first
+    record = __import__("json").loads((out / "run.json").read_text())
+    assert [i["output"] for i in record["images"]] == ["cat", "cat-2", "image"]
+
+
+def test_out_is_checked_before_computing_and_foreign_dirs_are_never_replaced(tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = jaxinterp("attribute", "--samples", "1", "--method", "saliency", "--out",
+                  str(tmp_path / "file"))
+    assert r.returncode == 2 and "is a file" in r.stderr
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    r = jaxinterp("attribute", "--samples", "1", "--method", "saliency", "--out", str(project),
+                  "--force")
+    assert r.returncode == 2 and "not a jaxinterp output" in r.stderr
+    assert (project / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "project"]
+
+
+def test_two_concurrent_runs_into_one_out_do_not_mix(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "jaxinterp.cli", "attribute", "--method", "saliency",
+           "--no-figures", "--out", str(out)]
+    p1 = subprocess.Popen([*cmd, "--samples", "2", "--seed", "1"], stderr=subprocess.PIPE, text=True)
+    p2 = subprocess.Popen([*cmd, "--samples", "3", "--seed", "2"], stderr=subprocess.PIPE, text=True)
+    rc = sorted([p1.wait(), p2.wait()])
+    errs = p1.stderr.read() + p2.stderr.read()
+    assert rc == [0, 2], errs  # one wins whole, the other is refused
+    assert "another run" in errs or "not empty" in errs
+    record = __import__("json").loads((out / "run.json").read_text())
+    names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert names == sorted(i["output"] for i in record["images"])  # only the winner's files
+    assert len(names) in (2, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no partial directory left
+
+
+def test_sigint_stops_the_run_and_leaves_nothing_that_looks_complete(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "jaxinterp.cli", "attribute", "--samples", "64",
+                          "--batch", "4", "--method", "saliency,integrated_gradients",
+                          "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it has started writing its temporary output
+        if any(".out.partial-" in q.name for q in tmp_path.iterdir()) and any(
+                (q / "shapes0").exists() for q in tmp_path.iterdir()):
+            break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    rc = p.wait(timeout=120)
+    assert rc == 130, p.stderr.read()
+    assert "interrupted" in p.stderr.read()
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a partial directory
+
+
+def test_a_decompression_bomb_is_reported_and_the_others_are_written(tmp_path):
+    good = _shapes_pngs(tmp_path, 2)
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    # a PNG header declaring 20000 x 20000 pixels (400 Mpx > twice Pillow's limit), a few bytes
+    (tmp_path / "bomb.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    out = tmp_path / "out"
+    r = jaxinterp("attribute", str(good[0]), str(tmp_path / "bomb.png"), str(good[1]),
+                  "--method", "grad_cam", "--no-figures", "--out", str(out))
+    assert r.returncode == 1 and "bomb.png" in r.stderr and "Traceback" not in r.stderr
+    assert "1 of 3 images failed" in r.stderr
+    assert (out / "s0" / "grad_cam_overlay.png").exists()
+    assert (out / "s1" / "grad_cam_overlay.png").exists()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["predict", "--batch", "0"], "must be a positive integer"),
+    (["predict", "--batch", "-1"], "must be a positive integer"),
+    (["predict", "--top", "-1"], "must be a positive integer"),
+    (["attribute", "--method", "", "--out", "o"], "no method given"),
+    (["attribute", "--method", "saliency,magic", "--out", "o"], "unknown method magic"),
+    (["visualize", "--channel", "5-2", "--out", "x.png"], "runs backwards"),
+    (["visualize", "--directions", "0", "--out", "x.png"], "must be a positive integer"),
+    (["filters", "--zoom", "0", "--out", "x.png"], "must be a positive integer"),
+    (["visualize", "--lr", "nan", "--out", "x.png"], "must be a positive number"),
+])
+def test_numeric_options_are_validated_by_the_parser(tmp_path, args, msg):
+    r = jaxinterp(*args, cwd=tmp_path)
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr) < 2000 and list(tmp_path.iterdir()) == []
+
+
+def test_huge_channel_range_fails_fast(tmp_path):
+    r = jaxinterp("visualize", "--layer", "relu4_2", "--channel", "0-9999999", "--out",
+                  str(tmp_path / "x.png"))
+    assert r.returncode == 2 and "0-9999999 out of range" in r.stderr and len(r.stderr) < 500
+
+
+def test_unexpected_failures_are_one_line_and_debug_shows_the_traceback(tmp_path):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "metadata.json").write_text('{"format": "jaxinterp-checkpoint", "arch": "vgg-mini"}')
+    r = jaxinterp("predict", "--model", str(ck))
+    assert r.returncode == 2 and "metadata lacks classes" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = jaxinterp("--debug", "predict", "--model", str(ck))
+    assert r.returncode == 2 and "Traceback" in r.stderr
+
+
+MEMORY_BOUND_MB = 1000  # measured: 659 MB for 30 images, 727 MB for 300 (README)
+
+
+def test_attribute_on_300_images_stays_within_a_memory_bound(tmp_path):
+    """300 images through the CLI in batches: peak RSS (the child's, via getrusage) stays under
+    MEMORY_BOUND_MB, whatever the number of images (README: the CLI's memory bound)."""
+    paths = _shapes_pngs(tmp_path / "in", 300)
+    code = ("import resource, subprocess, sys\n"
+            "r = subprocess.run(sys.argv[1:])\n"
+            "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    r = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "jaxinterp.cli",
+                        "attribute", *map(str, paths), "--method", "saliency,occlusion",
+                        "--no-figures", "--batch", "32", "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True)
+    rc, peak_kb = map(int, r.stdout.split()[-2:])
+    assert rc == 0, r.stderr[-2000:]
+    assert len([p for p in (tmp_path / "out").iterdir() if p.is_dir()]) == 300
+    assert peak_kb / 1024 < MEMORY_BOUND_MB, peak_kb / 1024

@@ -1,5 +1,8 @@
 """Model object: layer names, aliases, input checks, jit behaviour, checkpoints."""
 
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -142,7 +145,7 @@ def test_interrupted_save_leaves_nothing_loadable(mini, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(weights.json, "dumps", boom)  # dies after the state, before metadata
+    monkeypatch.setattr(weights, "params_checksum", boom)  # dies after the state, before metadata
     with pytest.raises(KeyboardInterrupt):
         ji.save_model(mini, tmp_path / "ck")
     assert list(tmp_path.iterdir()) == []
@@ -152,6 +155,7 @@ def test_checkpoint_with_wrong_shapes_is_rejected(mini, tmp_path):
     path = ji.save_model(mini, tmp_path / "ck")
     meta = weights.read_metadata(path)
     meta["config"]["num_classes"] = 5  # the state has 8 outputs
+    meta["classes"] = meta["classes"][:5]
     (path / "metadata.json").write_text(__import__("json").dumps(meta))
     with pytest.raises(ji.CheckpointError, match=r"classifier_0/bias: file has \(8,\), architecture expects \(5,\)"):
         ji.load_model(str(path))
@@ -163,3 +167,124 @@ def test_vgg16_random_init_is_deterministic():
     leaves = zip(jax.tree_util.tree_leaves(a.variables), jax.tree_util.tree_leaves(b.variables))
     assert all(np.array_equal(u, v) for u, v in leaves)
     assert a.classes[:2] == ["class_0", "class_1"] and a.num_classes == 10
+
+
+# ---------------------------------------------------------------- checkpoints are users' files
+
+
+def test_two_imported_checkpoints_share_one_compilation(tmp_path):
+    torch = pytest.importorskip("torch")
+    st = pytest.importorskip("safetensors.torch")
+    from torch_vgg import seeded_vgg
+
+    models = []
+    for seed, classes in ((0, None), (1, [f"kind{i}" for i in range(8)])):
+        net = seeded_vgg("vgg-mini", seed, num_classes=8, batch_norm=True)
+        st.save_file(net.state_dict(), str(tmp_path / f"w{seed}.safetensors"))
+        ji.import_weights(tmp_path / f"w{seed}.safetensors", arch="vgg-mini",
+                          out=tmp_path / f"ck{seed}", classes=classes)
+        models.append(ji.load_model(str(tmp_path / f"ck{seed}")))
+    a, b = models
+    assert a.meta != b.meta and a.classes != b.classes  # other files, other names
+    traces = []
+
+    @jax.jit
+    def f(m, x):
+        traces.append(1)
+        return m(x)[0]
+
+    x = jax.random.uniform(jax.random.key(0), (1, 64, 64, 3))
+    la, lb = f(a, x), f(b, x)
+    assert len(traces) == 1 and not np.allclose(la, lb)
+    y = np.array([1])
+    ji.saliency(a, x, y)
+    before = ji.attribution.core.rule_gradient._cache_size()
+    ji.saliency(b, x, y)
+    assert ji.attribution.core.rule_gradient._cache_size() == before
+    del torch
+
+
+def test_overwrite_refuses_what_is_not_a_checkpoint(mini, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "data.csv").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a jaxinterp checkpoint"):
+        ji.save_model(mini, project, overwrite=True)
+    assert (project / "data.csv").read_text() == "precious"
+    ck = ji.save_model(mini, tmp_path / "ck")
+    (ck / "README").write_text("a user's note inside the checkpoint")
+    with pytest.raises(FileExistsError, match="not a jaxinterp checkpoint"):
+        ji.save_model(mini, ck, overwrite=True)
+    assert (ck / "README").exists()
+    (ck / "README").unlink()
+    other = mini.with_variables(jax.tree_util.tree_map(lambda v: v + 1, mini.variables))
+    ji.save_model(other, ck, overwrite=True)  # a checkpoint: replaced
+    np.testing.assert_allclose(ji.load_model(str(ck)).params["classifier_0"]["bias"],
+                               other.params["classifier_0"]["bias"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "project"]
+
+
+def test_stale_partial_writes_are_cleaned_and_a_lost_replacement_restored(mini, tmp_path):
+    dead = 2 ** 22 + 12345  # above the default pid_max: no such process
+    ck = ji.save_model(mini, tmp_path / "ck")
+    partial = tmp_path / f".ck.partial-{dead}-abc"
+    (partial / "state").mkdir(parents=True)  # as a SIGKILLed import leaves it
+    os.rename(ck, tmp_path / f".ck.old-{dead}")  # killed between moving aside and moving in
+    (tmp_path / ".keep.partial-1-x").mkdir()  # another name's: not ours to touch
+    ji.save_model(mini, tmp_path / "other")  # another path's write leaves them alone
+    assert partial.exists() and (tmp_path / f".ck.old-{dead}").exists()
+    with pytest.raises(FileExistsError):  # the next write of ck restores it first
+        ji.save_model(mini, tmp_path / "ck")
+    assert not partial.exists() and (tmp_path / ".keep.partial-1-x").exists()
+    assert ji.load_model(str(tmp_path / "ck")).meta == mini.meta
+    assert not (tmp_path / f".ck.old-{dead}").exists()
+
+
+def test_a_flipped_bit_is_refused_at_load(mini, tmp_path):
+    ck = ji.save_model(mini, tmp_path / "ck")
+    files = sorted((p for p in (ck / "state").rglob("*") if p.is_file()),
+                   key=lambda p: p.stat().st_size)
+    data = bytearray(files[-1].read_bytes())  # the largest: parameter data
+    data[len(data) // 2] ^= 0x10
+    files[-1].write_bytes(bytes(data))
+    with pytest.raises(ji.CheckpointError, match="corrupt"):
+        ji.load_model(str(ck))
+    assert "params_sha256" in weights.read_metadata(weights.default_checkpoint())  # verified too
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.pop("classes"), "metadata lacks classes"),
+    (lambda d: d.__setitem__("classes", d["classes"][:3]), "3 class names for a model with 8"),
+    (lambda d: d["preprocess"].__setitem__("std", [0.25, 0, 0.25]), "std must be non-zero"),
+    (lambda d: d.__setitem__("input_size", "64x64"), "input_size must be"),
+    (lambda d: d.__setitem__("preprocess", [1, 2]), "preprocess must be an object"),
+    (lambda d: d.__setitem__("config", {"num_classes": 8, "wings": 2}), "do not describe"),
+])
+def test_bad_metadata_is_refused_at_load(mini, tmp_path, edit, match):
+    ck = ji.save_model(mini, tmp_path / "ck")
+    meta = json.loads((ck / "metadata.json").read_text())
+    edit(meta)
+    (ck / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ji.CheckpointError, match=match):
+        ji.load_model(str(ck))
+
+
+def test_a_truncated_checkpoint_says_so_cleanly(mini, tmp_path, capfd):
+    ck = ji.save_model(mini, tmp_path / "ck")
+    for p in (ck / "state").rglob("*"):
+        if p.is_file() and p.stat().st_size > 1000:
+            p.write_bytes(p.read_bytes()[: p.stat().st_size // 3])
+    with pytest.raises(ji.CheckpointError, match="truncated or corrupt"):
+        ji.load_model(str(ck))
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[:2000]
+
+
+def test_architecture_names_and_paths_are_not_confused(tmp_path, monkeypatch, mini):
+    monkeypatch.chdir(tmp_path)
+    ji.save_model(mini, "vgg11")  # a directory named like an architecture
+    m = ji.load_model("vgg11", key=jax.random.key(0), num_classes=4, hidden=8)
+    assert m.arch == "vgg11" and m.num_classes == 4  # key=: the architecture
+    assert ji.load_model("./vgg11").arch == "vgg-mini"  # a path: the checkpoint
+    with pytest.raises(ValueError, match="both an architecture and a directory"):
+        ji.load_model("vgg11")

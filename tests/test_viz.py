@@ -50,20 +50,61 @@ def test_overlay_alpha_zero_is_the_image_and_one_is_the_colormap():
         viz.overlay(IMAGE, heat, alpha=2)
 
 
-def test_captum_style_visualize():
-    a = np.zeros((8, 8, 3), np.float32)
-    a[0, 0] = [1, 1, 1]  # positive evidence at one pixel
-    a[7, 7] = [-1, -1, -1]
-    pos = viz.visualize(a, IMAGE, method="masked_image", sign="positive", outlier_perc=0)
-    assert np.all(pos[0, 0] == IMAGE[0, 0]) and np.all(pos[7, 7] == 0)
-    neg = viz.visualize(a, IMAGE, method="alpha_scaling", sign="negative", outlier_perc=0)
-    np.testing.assert_allclose(neg[7, 7], IMAGE[7, 7]) and np.testing.assert_array_equal(neg[0, 0], 0)
-    allv = viz.visualize(a, method="heat_map", sign="all", outlier_perc=0)
-    np.testing.assert_allclose(allv[3, 3], viz.colormap(0.5, "bwr"), atol=1e-6)  # zero -> center
+def test_visualize_errors():
+    a = ATTR[0]
     with pytest.raises(ValueError, match="sign must be"):
         viz.visualize(a, sign="both")
     with pytest.raises(ValueError, match="needs the image"):
         viz.visualize(a, method="blended_heat_map")
+    with pytest.raises(ValueError, match="needs one sign"):
+        viz.visualize(a, IMAGE, method="masked_image", sign="all")
+
+
+def _captum_picture(attr, image, method, sign, outlier_perc):
+    """What Captum's visualize_image_attr draws, as RGB: its images composited like the axes."""
+    from captum.attr import visualization as cv
+
+    fig, ax = cv.visualize_image_attr(attr, image, method=method, sign=sign,
+                                      outlier_perc=outlier_perc, use_pyplot=False,
+                                      show_colorbar=False)
+    ims = ax.get_images()
+    if method == "heat_map":
+        return ims[0].to_rgba(ims[0].get_array())[..., :3]
+    if method == "blended_heat_map":
+        gray, heat = (im.to_rgba(im.get_array())[..., :3] for im in ims)
+        return (1 - ims[1].get_alpha()) * gray + ims[1].get_alpha() * heat
+    data = np.asarray(ims[0].get_array(), np.float64)
+    if method == "masked_image":
+        return data / 255.0
+    rgb, a = data[..., :3] / 255.0, data[..., 3:] / 255.0  # alpha_scaling: RGBA over a white axes
+    return rgb * a + (1 - a)
+
+
+@pytest.mark.parametrize("method, sign", [
+    ("heat_map", "all"), ("heat_map", "positive"), ("heat_map", "negative"),
+    ("heat_map", "absolute_value"), ("blended_heat_map", "all"),
+    ("blended_heat_map", "absolute_value"), ("masked_image", "positive"),
+    ("masked_image", "absolute_value"), ("alpha_scaling", "negative"),
+    ("alpha_scaling", "absolute_value")])
+def test_visualize_matches_captums_visualize_image_attr(method, sign):
+    pytest.importorskip("captum")
+    rng = np.random.default_rng(1)
+    attr = rng.normal(size=(12, 10, 3)) * np.linspace(0.1, 3, 10)[None, :, None]
+    image = rng.random((12, 10, 3))
+    ours = viz.visualize(attr, image, method=method, sign=sign, outlier_perc=5)
+    if method == "masked_image":  # Captum truncates 0-255 images to ints: feed it those
+        theirs = _captum_picture(attr, image * 255, method, sign, 5)
+        np.testing.assert_allclose(ours, theirs, atol=1 / 255 + 1e-6)
+    elif method == "alpha_scaling":  # Captum needs 0-255 int images here (its alpha is an
+        theirs = _captum_picture(attr, (image * 255).astype(int), method, sign, 5)  # int too)
+        np.testing.assert_allclose(ours, theirs, atol=2 / 255 + 1e-6)
+    else:  # Captum turns [0, 1] images into 0-255 ints first: the gray under the blend
+        tol = 2 / 255 if method == "blended_heat_map" else 1e-6  # differs by a level
+        np.testing.assert_allclose(ours, _captum_picture(attr, image, method, sign, 5), atol=tol)
+    from captum.attr._utils.visualization import _normalize_attr
+
+    np.testing.assert_allclose(viz.normalize_attr(attr.sum(-1), sign, 5),
+                               _normalize_attr(attr.sum(-1), sign, 5), rtol=1e-6, atol=1e-12)
 
 
 def test_grid_layout():
@@ -81,9 +122,46 @@ def test_load_image_modes(tmp_path):
     np.testing.assert_allclose(load_image(tmp_path / "a.png"), 1.0)  # composited on white
     p = load_image(tmp_path / "p.png", size=(8, 8), fit="crop")
     assert p.shape == (8, 8, 3) and np.allclose(p[..., 2], 1.0, atol=0.02)
+    (tmp_path / "bad.png").write_text("no")
     with pytest.raises(ValueError, match="cannot read"):
-        (tmp_path / "bad.png").write_text("no")
         load_image(tmp_path / "bad.png")
+
+
+def test_sixteen_bit_gray_is_scaled_by_its_bit_depth(tmp_path):
+    ramp = np.linspace(0, 1, 64 * 48).reshape(48, 64)
+    Image.fromarray((ramp * 65535).round().astype(np.uint16)).save(tmp_path / "g16.png")
+    Image.fromarray((ramp * 255).round().astype(np.uint8)).save(tmp_path / "g8.png")
+    with Image.open(tmp_path / "g16.png") as im:
+        assert im.mode.startswith("I")  # really a 16-bit file
+    a16, a8 = load_image(tmp_path / "g16.png"), load_image(tmp_path / "g8.png")
+    assert a16.shape == (48, 64, 3)
+    np.testing.assert_allclose(a16, a8, atol=1 / 255 + 1e-6)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, :10] = 255  # a wide image, white on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(img).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    a = load_image(tmp_path / "r.jpg")
+    assert a.shape == (40, 20, 3)  # upright: tall
+    assert a[:10].mean() > 0.9 and a[-10:].mean() < 0.1  # the white band is now on top
+
+
+def test_animated_images_use_the_first_frame_with_a_warning(tmp_path):
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    with pytest.warns(UserWarning, match=r"\(2 frames\); using the first"):
+        a = load_image(tmp_path / "a.gif")
+    assert a[..., 0].mean() > 0.9 and a[..., 2].mean() < 0.1
+
+
+def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
+    Image.new("L", (64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64*64 > 2x the limit: a "bomb"
+    with pytest.raises(ValueError, match="refusing .*big.png"):
+        load_image(tmp_path / "big.png")
 
 
 def run(*args):
@@ -122,7 +200,7 @@ def test_attribute_command_end_to_end(tmp_path):
 
 def test_attribute_bad_method_and_target(tmp_path):
     r = run("attribute", "--method", "saliency,magic", "--out", str(tmp_path / "o"))
-    assert r.returncode == 2 and "unknown --method magic" in r.stderr
+    assert r.returncode == 2 and "unknown method magic" in r.stderr
     r = run("attribute", "--target", "dodecahedron", "--out", str(tmp_path / "o"), "--samples", "1",
             "--method", "saliency")
     assert r.returncode == 2 and "class name" in r.stderr

@@ -70,7 +70,7 @@ def test_torch_parity(torch_files, route, tmp_path):
         assert_feats_match(jm, tm, x, torchvision_input(x))
 
 
-def keras_h5(tm, path):
+def keras_h5(tm, path, layout="legacy"):
     """Writes `tm`'s weights as Keras's VGG h5 (block1_conv1 … predictions; HWIO; HWC flatten)."""
     sd = {k: v.numpy() for k, v in tm.state_dict().items()}
     convs = [i for i, mod in enumerate(tm.features) if isinstance(mod, torch.nn.Conv2d)]
@@ -90,19 +90,32 @@ def keras_h5(tm, path):
     layers["fc2"] = (sd["classifier.3.weight"].T, sd["classifier.3.bias"])
     layers["predictions"] = (sd["classifier.6.weight"].T, sd["classifier.6.bias"])
     with h5py.File(path, "w") as f:
-        f.attrs["layer_names"] = [n.encode() for n in ["input_1", *layers, "flatten"]]
-        f.create_group("input_1").attrs["weight_names"] = []
-        f.create_group("flatten").attrs["weight_names"] = []
+        if layout == "keras3":  # Keras 3 `.weights.h5`: layers/<name>/vars/{0, 1}
+            for name, (k, bias) in layers.items():
+                v = f.create_group(f"layers/{name}/vars")
+                v.create_dataset("0", data=k)
+                v.create_dataset("1", data=bias)
+            f.create_group("layers/flatten/vars")
+            return
+        root = f.create_group("model_weights") if layout == "full" else f  # full model: + config
+        if layout == "full":
+            f.attrs["model_config"] = b'{"class_name": "Functional"}'
+        root.attrs["layer_names"] = [n.encode() for n in ["input_1", *layers, "flatten"]]
+        root.create_group("input_1").attrs["weight_names"] = []
+        root.create_group("flatten").attrs["weight_names"] = []
         for name, (k, bias) in layers.items():
-            g = f.create_group(name)
+            g = root.create_group(name)
             g.attrs["weight_names"] = [f"{name}/kernel:0".encode(), f"{name}/bias:0".encode()]
             g.create_dataset(f"{name}/kernel:0", data=k)
             g.create_dataset(f"{name}/bias:0", data=bias)
 
 
-def test_keras_h5_parity(torch_files, tmp_path):
+@pytest.mark.parametrize("layout", ["legacy", "full", "keras3"])
+def test_keras_h5_parity(torch_files, tmp_path, layout):
     arch, tm, _ = torch_files
-    keras_h5(tm, tmp_path / "vgg.h5")
+    if arch != "vgg16" and layout != "legacy":
+        pytest.skip("the layouts differ in the file only: one architecture suffices")
+    keras_h5(tm, tmp_path / "vgg.h5", layout)
     jm = ji.import_weights(tmp_path / "vgg.h5", arch=arch)
     assert jm.preprocess == CAFFE
     x = images(1, 224, 224, seed=2)
@@ -183,3 +196,13 @@ def test_unknown_arch_and_format(mini_torch, tmp_path):
         ji.import_weights(tmp_path / "w.npz", arch="vgg16")
     with pytest.raises(FileNotFoundError):
         ji.import_weights(tmp_path / "missing.pth", arch="vgg16")
+
+
+def test_non_finite_weights_are_refused(mini_torch, tmp_path):
+    tm, _ = mini_torch
+    sd = {k: v.clone() for k, v in tm.state_dict().items()}
+    sd["features.4.weight"][0, 0, 0, 0] = float("nan")
+    safetensors_torch.save_file(sd, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(ji.CheckpointError, match="NaN or infinite values in params/features_4"):
+        ji.import_weights(tmp_path / "nan.safetensors", arch="vgg-mini", out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
