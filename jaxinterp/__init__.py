@@ -1,6 +1,6 @@
 """jaxinterp: neural-network interpretability for JAX and Flax."""
 
-from jaxinterp import data, evaluation, images, optvis, rules, targets, viz
+from jaxinterp import attribution, checks, data, evaluation, images, optvis, rules, targets, viz
 from jaxinterp._xla import compiler_options
 from jaxinterp.attribution import (cam, deconvnet, grad_cam, guided_backprop, guided_grad_cam,
                                    input_x_gradient, integrated_gradients, occlusion, saliency,
@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "attribution",
+    "checks",
     "cam",
     "compiler_options",
     "deconvnet",

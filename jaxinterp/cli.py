@@ -436,48 +436,30 @@ def _save_new(save, image, path, force):
     write_file(path, lambda tmp: save(image, tmp), force)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return v
+def _number(kind: type, minimum: float, strict: bool):
+    """An argparse type: `kind` (int or float), finite, `> minimum` (strict) or `>= minimum`."""
+    noun = "integer" if kind is int else "number"
+    want = (f"a positive {noun}" if strict and minimum == 0 else
+            f"a{'n' if kind is int else ''} {noun} {'>' if strict else '>='} {minimum}")
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n' if kind is int else ''} "
+                                             f"{noun}") from None
+        if not (v > minimum if strict else v >= minimum) or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text}")
+        return v
+
+    parse.__name__ = f"{'positive' if strict else 'nonnegative'}_{kind.__name__}"
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse type: an int >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite float > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return v
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse type: a finite float >= 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return v
+positive_int = _number(int, 0, strict=True)
+nonnegative_int = _number(int, 0, strict=False)
+positive_float = _number(float, 0, strict=True)
+nonnegative_float = _number(float, 0, strict=False)
 
 
 def method_list(text: str) -> list[str]:

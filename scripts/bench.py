@@ -541,20 +541,17 @@ def tables(out: Path) -> str:
             lines += [f"{arch}: {r['machine']}. fp32 matmul peak: XLA {r['matmul']['xla']:.0f}, "
                       f"PyTorch {r['matmul']['torch']:.0f} GFLOP/s.", "", TABLE_HEAD]
             lines += [fmt_row(row) for row in r["rows"]] + [""]
-    f = out / "options.json"
-    if f.exists():
-        lines += ["| model | method | N | tuned ms/img | XLA default ms/img | speed-up |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r['arch']} | {r['method']} | {r['n']} | {r['tuned_s'] * 1e3:.1f} | "
-                  f"{r['default_s'] * 1e3:.1f} | **{r['speedup']:.2f}x** |"
-                  for r in json.loads(f.read_text())["rows"]] + [""]
-    f = out / "checks.json"
-    if f.exists():
-        lines += ["| model | N | jit(m(x)) with checks ms | without ms | overhead |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r['arch']} | {r['n']} | {r['checked_s'] * 1e3:.2f} | "
-                  f"{r['unchecked_s'] * 1e3:.2f} | {100 * r['overhead']:.1f} % |"
-                  for r in json.loads(f.read_text())["rows"]] + [""]
+    extra = {"options": (["model", "method", "N", "tuned ms/img", "XLA default ms/img", "speed-up"],
+                         lambda r: [r["arch"], r["method"], r["n"], f"{r['tuned_s'] * 1e3:.1f}",
+                                    f"{r['default_s'] * 1e3:.1f}", f"**{r['speedup']:.2f}x**"]),
+             "checks": (["model", "N", "jit(m(x)) with checks ms", "without ms", "overhead"],
+                        lambda r: [r["arch"], r["n"], f"{r['checked_s'] * 1e3:.2f}",
+                                   f"{r['unchecked_s'] * 1e3:.2f}", f"{100 * r['overhead']:.1f} %"])}
+    for name, (head, cells) in extra.items():
+        if (out / f"{name}.json").exists():
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join(map(str, cells(r))) + " |"
+                      for r in json.loads((out / f"{name}.json").read_text())["rows"]] + [""]
     return "\n".join(lines)
 
 
