@@ -1,12 +1,12 @@
 """The compiler options of jaxinterp's programs: the one place where jaxinterp tunes XLA.
 
 XLA:CPU hands convolutions and dots to its YNN library fusion by default. Its convolutions are
-the slow ones here: keeping YNN for dots only measured, on the 2-core Xeon of the benchmark
-(jax 0.10.2, medians of interleaved runs), vgg-mini saliency (16 images) 28.9 -> 24.3 ms,
-SmoothGrad 144 -> 112 ms, occlusion 106 -> 61 ms; VGG16 saliency 760 -> 655 ms (2 images),
-2.99 -> 2.29 s (8 images), SmoothGrad 3.86 -> 2.86 s, incremental occlusion 4.3 -> 1.7 s.
-Turning YNN off altogether is as fast for convolutions, but then the input gradient of VGG16's
-fc6 (25,088 x 4,096) at 2-16 rows falls to a slow dot (0.2-0.6 s instead of 0.03-0.06 s).
+the slow ones on the VGG shapes here, so jaxinterp keeps YNN for dots only. What that gives per
+method, against XLA's defaults in the same process, is measured by
+`python scripts/bench.py --only options` (table in the README; it depends on the CPU: large
+gains on vgg-mini's small convolutions, about none on VGG16's on the AMD EPYC of the last run).
+Why not YNN off altogether: in an earlier session the input gradient of VGG16's fc6 (25,088 x
+4,096) at 2-16 rows then fell to a slow dot path (observed, not reproduced by a script here).
 """
 
 from __future__ import annotations

@@ -242,6 +242,8 @@ def cmd_attribute(args) -> int:
         if not written:
             run.abort()
             return _finish(args) or 1
+        if _interrupt.received is not None:  # a library swallowed the interrupt: still stop
+            raise Interrupted(signal.Signals(_interrupt.received).name)
         out = run.commit({"command": "attribute", "model": args.model or "vgg-mini",
                           "methods": [mt.name for mt in methods], "images": written,
                           "failed": args.failed})

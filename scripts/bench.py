@@ -552,6 +552,36 @@ def tables(out: Path) -> str:
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             lines += ["| " + " | ".join(map(str, cells(r))) + " |"
                       for r in json.loads((out / f"{name}.json").read_text())["rows"]] + [""]
+    f = out / "optvis.json"
+    if f.exists():
+        o = json.loads(f.read_text())
+        lines += [f"Feature visualization ({o['machine']}): ours {o['ours_steps_per_s']:.0f} "
+                  f"steps/s, the PyTorch loop {o['torch_steps_per_s']:.0f} steps/s "
+                  f"(**{o['speedup']:.2f}x**; first call with compile {o['ours_first_s']:.1f} s). "
+                  f"{o['units']} channels x {o['unit_steps']} steps at 64 px: one vmapped call "
+                  f"{o['units_one_call_s']:.2f} s, {o['units']} separate calls "
+                  f"{o['units_k_calls_s']:.2f} s (**{o['units_speedup']:.2f}x**).", ""]
+    f = out / "scaling.json"
+    if f.exists():
+        sc = json.loads(f.read_text())
+        b, sm, mem = sc["batch"], sc["samples"], sc["memory"]
+        row = lambda cells: "| " + " | ".join(map(str, cells)) + " |"  # noqa: E731
+        lines += [f"Scaling ({sc['machine']}):", "",
+                  row(["batch N"] + [r["n"] for r in b]), "|---" * (len(b) + 1) + "|",
+                  row(["saliency vgg-mini, ours ms/img"] + [f"{1e3 * r['ours_s']:.2f}" for r in b]),
+                  row(["Captum ms/img"] + [f"{1e3 * r['captum_s']:.2f}" for r in b]), "",
+                  row(["samples / steps (vgg-mini, 1 image, unchunked)"]
+                      + [r["samples"] for r in sm]), "|---" * (len(sm) + 1) + "|",
+                  row(["SmoothGrad ours / Captum ms"] + [
+                      f"{1e3 * r['sg_ours_s']:.0f} / {1e3 * r['sg_captum_s']:.0f}" for r in sm]),
+                  row(["IG ours / Captum ms"] + [
+                      f"{1e3 * r['ig_ours_s']:.0f} / {1e3 * r['ig_captum_s']:.0f}" for r in sm]),
+                  "", row([f"SmoothGrad 50 samples, {mem[0]['arch']}, 1 image: batch_size"]
+                          + [str(r["batch_size"]) for r in mem]), "|---" * (len(mem) + 1) + "|"]
+        for side in ("ours", "captum"):
+            lines.append(row([f"{side} peak MB over baseline"] + [
+                f"{r[side]['delta_mb']:.0f}" if "delta_mb" in r[side] else "err" for r in mem]))
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -87,6 +87,12 @@ def test_unknown_layer_lists_valid_names(mini):
     assert mini.resolve("logits") == "classifier.0"
 
 
+def _one_pixel(value):
+    x = np.full((2, 64, 64, 3), 0.5, np.float32)
+    x[1, 40, 7, 2] = value
+    return x
+
+
 @pytest.mark.parametrize("x, match", [
     (np.zeros((64, 64, 3), np.float32), r"rank 4.*x\[None\]"),
     (np.zeros((1, 3, 64, 64), np.float32), r"3 RGB channels last.*transpose"),
@@ -94,6 +100,9 @@ def test_unknown_layer_lists_valid_names(mini):
     (np.zeros((1, 64, 64, 3), np.uint8), r"floating point.*/ 255"),
     (np.full((1, 64, 64, 3), 2.0, np.float32), r"values in \[0, 1\]"),
     (np.full((1, 64, 64, 3), np.nan, np.float32), r"NaN"),
+    (_one_pixel(np.nan), r"NaN"),  # a full-size batch, one NaN: min/max may skip it
+    (_one_pixel(np.inf), r"NaN or infinite"),
+    (np.zeros((0, 64, 64, 3), np.float32), r"empty batch"),
     (np.zeros((1, 4, 4, 3), np.float32), r"at least 8x8"),
 ])
 def test_bad_images_get_clear_errors(mini, x, match):
