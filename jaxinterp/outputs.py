@@ -35,18 +35,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(path: Path) -> None:
-    """Removes `.NAME.partial-PID-*` directories beside `path` left by dead processes."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.partial-(\d+)-")
+def stale_leftovers(path: Path, kinds: tuple[str, ...] = ("partial",)) -> list[tuple[Path, str]]:
+    """`(entry, kind)` for every `.NAME.<kind>-PID...` beside `path` whose process is gone."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.({'|'.join(kinds)})-(\d+)(-.*)?$")
     if not path.parent.is_dir():
-        return
-    for entry in path.parent.iterdir():
-        m = pattern.match(entry.name)
-        if m and not pid_alive(int(m.group(1))):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+        return []
+    return [(entry, m.group(1)) for entry in path.parent.iterdir()
+            if (m := pattern.match(entry.name)) and not pid_alive(int(m.group(2)))]
+
+
+def clean_stale(path: Path) -> None:
+    """Removes `.NAME.partial-PID-*` entries beside `path` left by dead processes."""
+    for entry, _ in stale_leftovers(path):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -84,9 +88,7 @@ class RunDir:
                                              dir=self.out.parent))
         except OSError as e:
             raise ValueError(f"cannot write --out {self.out}: {e.strerror or e}") from None
-        umask = os.umask(0)
-        os.umask(umask)
-        self.tmp.chmod(0o777 & ~umask)
+        self.tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private
         self.names: set[str] = set()
 
     def _check_target(self):
@@ -160,7 +162,7 @@ def write_file(path: str | os.PathLike, write: Callable[[Path], None], force: bo
         raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -168,7 +170,8 @@ def write_file(path: str | os.PathLike, write: Callable[[Path], None], force: bo
     return path
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's file-creation mask (read without changing it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ import jax
 import numpy as np
 
 from jaxinterp import model as model_lib
-from jaxinterp.outputs import pid_alive
+from jaxinterp.outputs import current_umask, stale_leftovers
 from jaxinterp.models import vgg as vgg_lib
 
 FORMAT = "jaxinterp-checkpoint"
@@ -101,16 +100,10 @@ def _clean_stale(path: Path) -> None:
     `.NAME.partial-PID-*`: an unfinished new checkpoint, removed. `.NAME.old-PID`: the previous
     checkpoint moved aside; removed if `path` is complete, else moved back into place.
     """
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(partial|old)-(\d+)(-.*)?$")
-    if not path.parent.is_dir():
-        return
-    for entry in path.parent.iterdir():
-        match = pattern.match(entry.name)
-        if not match or pid_alive(int(match.group(2))):
-            continue
+    for entry, kind in stale_leftovers(path, ("partial", "old")):
         if not entry.is_dir() or not set(os.listdir(entry)) <= CHECKPOINT_ENTRIES:
             continue  # not something we wrote: leave it
-        if match.group(1) == "old" and not path.exists():
+        if kind == "old" and not path.exists():
             os.rename(entry, path)  # the replacement never landed: restore the previous one
         else:
             shutil.rmtree(entry, ignore_errors=True)
@@ -144,9 +137,7 @@ def save_model(m: model_lib.Model, path: str | os.PathLike, *, overwrite: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.parent))
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is an ordinary dir
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private
         variables = jax.tree_util.tree_map(np.asarray, m.variables)
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "state", variables)

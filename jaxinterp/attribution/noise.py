@@ -10,7 +10,8 @@ import jax.numpy as jnp
 from jaxinterp._xla import tuned_jit
 from jaxinterp.attribution.core import keeps_sharding, loop_ready, prepare
 from jaxinterp.attribution.gradients import saliency
-from jaxinterp.checks import unchecked_image_values, as_key, check_batch_size, check_count, check_real
+from jaxinterp.checks import (as_key, check_batch_size, check_count, check_real,
+                              unchecked_image_values)
 from jaxinterp.chunking import chunked_map
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")

@@ -105,11 +105,11 @@ def check_baseline(baseline, x) -> jax.Array:
 
 
 def _pair(value, name) -> tuple[int, int]:
-    values = list(np.broadcast_to(np.asarray(value, dtype=object), 2)) if np.ndim(value) < 2 \
-        else None
-    if values is None or np.size(value) not in (1, 2):
+    """`window` / `stride`: an int or a pair (h, w) of positive ints."""
+    values = np.ravel(np.asarray(value, dtype=object))
+    if values.size not in (1, 2):
         raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
-    return tuple(check_count(v, name) for v in values)
+    return tuple(check_count(v, name) for v in np.broadcast_to(values, 2))
 
 
 def window_corners(size, window, stride) -> np.ndarray:
