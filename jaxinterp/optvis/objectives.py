@@ -438,3 +438,52 @@ def total_variation(layer: str = "input") -> Unit:
 
 
 L1, L2 = l1, l2
+
+
+def _match(a, target, eps=1e-12):
+    t = target.astype(a.dtype)
+    err = ((a - t) ** 2).reshape(a.shape[0], -1).sum(1)
+    return -err / jnp.maximum((t ** 2).reshape(t.shape[0], -1).sum(1), eps)
+
+
+def match(layer: str, target: Any) -> Unit:
+    """Minus the relative squared distance of `layer` to `target`: -‖A - T‖² / ‖T‖², per image.
+
+    Feature inversion's data term (Mahendran & Vedaldi 2015). `target` is a pytree leaf, so
+    inverting other images reuses the compilation.
+
+    Args:
+      layer: layer name or alias.
+      target: the features to match, `[B, ...]` as the layer's output (or broadcastable to it).
+    Returns:
+      An objective (0 at a perfect match, negative otherwise).
+    """
+    return Unit("match", _match, layer, (jnp.asarray(target),))
+
+
+def _tv_beta(a, beta=2.0):
+    dy = a[:, 1:, :-1] - a[:, :-1, :-1]
+    dx = a[:, :-1, 1:] - a[:, :-1, :-1]
+    return ((dx ** 2 + dy ** 2) ** (beta / 2)).reshape(a.shape[0], -1).mean(1)
+
+
+def tv_beta(beta: float = 2.0, layer: str = "input") -> Unit:
+    """Mahendran & Vedaldi's total variation: mean over pixels of (dx² + dy²)^(β/2), per image.
+
+    The isotropic form; β = 2 (the paper's default) penalizes large jumps, β = 1 allows edges.
+    Subtract it to penalize.
+    """
+    return Unit("tv_beta", _tv_beta, layer, static=(("beta", float(beta)),))
+
+
+def _alpha_norm(a, alpha=6.0):
+    return (jnp.abs(2.0 * a - 1.0) ** alpha).reshape(a.shape[0], -1).mean(1)
+
+
+def alpha_norm(alpha: float = 6.0, layer: str = "input") -> Unit:
+    """Mean of |2x - 1|^α over an image in [0, 1] (Mahendran & Vedaldi's α-norm on [-1, 1] pixels).
+
+    A large α (the paper's 6) leaves mid-range pixels alone and pushes back on saturated ones.
+    Subtract it to penalize.
+    """
+    return Unit("alpha_norm", _alpha_norm, layer, static=(("alpha", float(alpha)),))

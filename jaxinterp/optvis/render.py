@@ -1,7 +1,7 @@
-"""The render loop (Lucid's `render_vis`): optimize a parameterized image for an objective.
+"""Feature visualization (Lucid's `render_vis`): a preset over `optimize`.
 
-The whole optimization is `lax.scan`s inside one `jit` (one segment per snapshot threshold);
-many units render in one compiled call by `vmap` over a stacked objective.
+The whole optimization runs inside one `jit`; many units render in one compiled call by `vmap`
+over a stacked objective.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from jaxinterp.chunking import chunked_map
 from jaxinterp.optvis import objectives as obj_lib
 from jaxinterp.optvis import param as param_lib
 from jaxinterp.optvis import transforms as tf_lib
+from jaxinterp.optvis.hooks import Yosinski, gaussian_blur  # noqa: F401 (re-exported)
+from jaxinterp.optvis.optimize import features, optimize
 
 
 class Rendered(NamedTuple):
@@ -40,57 +42,6 @@ class Rendered(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Yosinski:
-    """Yosinski et al. (2015) regularization, applied to a pixel parameter after each update.
-
-    Parameter value 0 is mid-gray, so "clipping" a pixel sets its parameter to 0.
-
-    Attributes:
-      decay: L2 decay, params *= 1 - decay every step.
-      blur_every: blur with a Gaussian of sd `blur_sigma` every this many steps (0: never).
-      blur_sigma: Gaussian sd in pixels.
-      norm_pct: zero the pixels whose colour norm is below this percentile (0: off).
-      contrib_pct: zero the pixels whose |sum over channels of param * gradient| (first-order
-        contribution to the objective) is below this percentile (0: off).
-    """
-
-    decay: float = 0.0
-    blur_every: int = 0
-    blur_sigma: float = 0.5
-    norm_pct: float = 0.0
-    contrib_pct: float = 0.0
-
-    def __call__(self, step, params, grad):
-        if self.decay:
-            params = params * (1.0 - self.decay)
-        if self.blur_every and self.blur_sigma > 0:
-            blurred = gaussian_blur(params, self.blur_sigma)
-            params = jnp.where((step + 1) % self.blur_every == 0, blurred, params)
-        if self.norm_pct:
-            params = _clip_below(params, jnp.linalg.norm(params, axis=-1), self.norm_pct)
-        if self.contrib_pct:
-            params = _clip_below(params, jnp.abs((params * grad).sum(-1)), self.contrib_pct)
-        return params
-
-
-def _clip_below(params, score, pct):
-    """Zeroes pixels whose `score` `[B, H, W]` is below the per-image `pct` percentile."""
-    cut = jnp.percentile(score.reshape(score.shape[0], -1), pct, axis=1)[:, None, None]
-    return jnp.where((score < cut)[..., None], 0.0, params)
-
-
-def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of `[B, H, W, C]` with sd `sigma` pixels (edges replicated)."""
-    r = max(1, int(3 * sigma + 0.5))
-    k = jnp.exp(-0.5 * (jnp.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
-    k = k / k.sum()
-    xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
-    h, w = x.shape[1:3]
-    x = sum(k[i] * xp[:, i:i + h] for i in range(2 * r + 1))
-    return sum(k[i] * x[:, :, i:i + w] for i in range(2 * r + 1))
-
-
-@dataclasses.dataclass(frozen=True)
 class _Config:
     param: Any
     transforms: tuple
@@ -103,38 +54,19 @@ class _Config:
 
 
 def _render(m, objective, key, lr, cfg: _Config) -> Rendered:
-    """The loop itself (traceable; `visualize` jits it, `visualize_units` vmaps it)."""
+    """The preset's loss and start for `optimize` (traceable; jitted / vmapped by the callers)."""
     m = m.with_conv("explicit")  # reverse mode only, and fast inside the scan (see VGG.conv)
     if cfg.redirect_relu:
         m = m.with_act(rules.redirected_relu)
     k_init, k_loop = jax.random.split(key)
-    params = cfg.param.init(k_init, cfg.batch)
     opt = cfg.optimizer or optax.inject_hyperparams(optax.adam)(learning_rate=lr)
-    state = opt.init(params)
 
     def loss(params, k):
-        image = cfg.param(params)
-        logits, feats = m(tf_lib.apply(cfg.transforms, k, image), check=False)
-        scores = objective({**feats, "logits": logits, "input": image})
-        return -scores.sum(), scores
+        return -objective(features(m, cfg.param(params), k, cfg.transforms)), None
 
-    def step(carry, i):
-        params, state = carry
-        (_, scores), grad = jax.value_and_grad(loss, has_aux=True)(params, jax.random.fold_in(k_loop, i))
-        updates, state = opt.update(grad, state, params)
-        params = optax.apply_updates(params, updates)
-        if cfg.regularize is not None:
-            params = cfg.regularize(i, params, grad)
-        return (params, state), scores
-
-    carry, snaps, scores, start = (params, state), [], [], 0
-    for end in sorted(set(cfg.thresholds) | {cfg.steps}):
-        carry, s = jax.lax.scan(step, carry, jnp.arange(start, end))
-        scores.append(s)
-        if end in cfg.thresholds:
-            snaps.append(cfg.param(carry[0]))
-        start = end
-    return Rendered(cfg.param(carry[0]), jnp.stack(snaps), jnp.concatenate(scores), None)
+    out = optimize(loss, cfg.param.init(k_init, cfg.batch), steps=cfg.steps, optimizer=opt,
+                   key=k_loop, render=cfg.param, hook=cfg.regularize, thresholds=cfg.thresholds)
+    return Rendered(out.images, out.snapshots, -out.values, None)
 
 
 _render_jit = tuned_jit(static_argnames=("cfg",))(_render)
