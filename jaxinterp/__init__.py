@@ -1,11 +1,14 @@
 """jaxinterp: neural-network interpretability for JAX and Flax."""
 
-from jaxinterp import attribution, checks, data, evaluation, images, optvis, rules, targets, viz
+from jaxinterp import (adversarial, attribution, checks, data, evaluation, images, optvis, rules,
+                       synthesis, targets, viz)
+from jaxinterp.adversarial import fgsm, pgd, robustness
 from jaxinterp._xla import compiler_options
 from jaxinterp.attribution import (cam, deconvnet, grad_cam, guided_backprop, guided_grad_cam,
                                    input_x_gradient, integrated_gradients, occlusion, saliency,
                                    smooth_grad)
-from jaxinterp.optvis import Yosinski, objectives, visualize, visualize_units
+from jaxinterp.optvis import Yosinski, objectives, optimize, visualize, visualize_units
+from jaxinterp.synthesis import deepdream, invert
 from jaxinterp.checks import check_images
 from jaxinterp.model import Model, Preprocess, init_model
 from jaxinterp.weights import (CheckpointError, import_weights, load_checkpoint, load_model,
@@ -15,6 +18,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "adversarial",
+    "deepdream",
+    "fgsm",
+    "invert",
+    "optimize",
+    "pgd",
+    "robustness",
+    "synthesis",
     "attribution",
     "checks",
     "cam",

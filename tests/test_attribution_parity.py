@@ -12,16 +12,7 @@ captum_attr = pytest.importorskip("captum.attr")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 import jaxinterp as ji  # noqa: E402
-from torch_vgg import Normalized, seeded_vgg  # noqa: E402
-
-
-def make_pair(arch, tmp_path_factory, **kw):
-    net = seeded_vgg(arch, 0, dense_std=0.05, bias_std=0.1, **kw)
-    f = tmp_path_factory.mktemp(arch) / "w.safetensors"
-    safetensors_torch.save_file(net.state_dict(), str(f))
-    jm = ji.import_weights(f, arch=arch)
-    tm = Normalized(net, jm.preprocess.mean, jm.preprocess.std).eval()
-    return jm, tm, net
+from torch_vgg import make_pair  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["vgg-mini", "vgg16"])

@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+import jaxinterp as ji
 from jaxinterp.models.vgg import CFGS
 
 
@@ -87,3 +88,15 @@ class Normalized(nn.Module):
 
     def forward(self, x):
         return self.net((x - self.mean) / self.std)[0]
+
+
+def make_pair(arch, tmp_path_factory, **kw):
+    """A seeded torch VGG, its weights through .safetensors into jaxinterp, and both models."""
+    from safetensors import torch as safetensors_torch
+
+    net = seeded_vgg(arch, 0, dense_std=0.05, bias_std=0.1, **kw)
+    f = tmp_path_factory.mktemp(arch) / "w.safetensors"
+    safetensors_torch.save_file(net.state_dict(), str(f))
+    jm = ji.import_weights(f, arch=arch)
+    tm = Normalized(net, jm.preprocess.mean, jm.preprocess.std).eval()
+    return jm, tm, net

@@ -96,7 +96,7 @@ def _attack(m, x, y, eps, step_size, key, cfg: _Config):
 def _step_vector(step_size, eps, steps, n):
     if step_size is None:
         return 2.5 * eps / steps
-    return jnp.broadcast_to(check_real(step_size, "step_size", 0.0).astype(jnp.float32), (n,))
+    return jnp.broadcast_to(check_real(step_size, "step_size", 0.0).astype(eps.dtype), (n,))
 
 
 @tuned_jit(static_argnames=("cfg",))
@@ -118,7 +118,7 @@ def _sweep(m, x, y, eps_list, step_size, key, cfg, rule):
 def _check_eps(eps, norm, name="eps"):
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    eps = check_real(eps, name, 0.0).astype(jnp.float32)
+    eps = check_real(eps, name, 0.0)
     if norm == "linf" and not is_traced(eps) and np.max(np.asarray(eps), initial=0.0) > 1.0:
         raise ValueError(f"{name} must be in [0, 1] for norm='linf' (pixel units of [0, 1] images), "
                          f"got {float(np.max(np.asarray(eps))):g}")
@@ -136,7 +136,7 @@ def _prepare(m, x, y, eps, norm, steps, restarts):
         raise ValueError(f"eps must be a number or one per image [{n}], got shape {eps.shape}")
     check_count(steps, "steps", 1)
     check_count(restarts, "restarts", 1)
-    return x, y, jnp.broadcast_to(eps, (n,))
+    return x, y, jnp.broadcast_to(eps, (n,)).astype(x.dtype)
 
 
 def pgd(m, x: jax.Array, y, *, eps, norm: str = "linf", steps: int = 10,
