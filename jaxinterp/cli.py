@@ -7,6 +7,9 @@
     jaxinterp filters --layer L --out F.png              a conv layer's filters as a grid
     jaxinterp activations [IMAGE] --layer L --out F.png  an image's feature maps as a grid
     jaxinterp visualize --layer L [--channel C] --out F.png   feature visualization (Lucid-style)
+    jaxinterp dream [IMAGE ...] --layer L --out DIR     DeepDream with octaves
+    jaxinterp invert [IMAGE ...] --out F.png            reconstructions from several layers
+    jaxinterp attack [IMAGE ...] --eps 2/255,8/255 --out DIR   FGSM / PGD and a success table
 """
 
 from __future__ import annotations
@@ -99,10 +102,10 @@ def cmd_import(args) -> int:
     return 0
 
 
-def _batches(args, m, batch: int):
+def _batches(args, m, batch: int, size: tuple[int, int] | None = None):
     """Yields `(names, images [n, H, W, 3])` `batch` images at a time, loading files lazily.
 
-    Image files are loaded at the model's input size (`args.fit`); an unreadable one is
+    Image files are loaded at `size` (default: the model's input size; `args.fit`); an unreadable one is
     reported on stderr, counted in `args.failed`, and skipped. With no files, `args.samples`
     shapes images of `args.seed` (image i depends on (seed, i) only); their names carry the
     true class.
@@ -117,7 +120,7 @@ def _batches(args, m, batch: int):
         key = jax.random.key(args.seed)
         for start in range(0, args.samples, batch):
             n = min(batch, args.samples - start)
-            b = ji.data.shapes(key, n, start=start, size=m.input_size[0])
+            b = ji.data.shapes(key, n, start=start, size=(size or m.input_size)[0])
             names = [f"shapes{start + i} ({ji.data.CLASSES[int(y)]})"
                      for i, y in enumerate(b.labels)]
             yield names, np.asarray(b.images)
@@ -126,7 +129,7 @@ def _batches(args, m, batch: int):
         names, images = [], []
         for path in args.images[start:start + batch]:
             try:
-                images.append(load_image(path, m.input_size, fit=args.fit))
+                images.append(load_image(path, size or m.input_size, fit=args.fit))
                 names.append(str(path))
             except (OSError, ValueError) as e:
                 args.failed.append(str(e))
@@ -432,6 +435,203 @@ def cmd_visualize(args) -> int:
     return 0
 
 
+def _run_dir_command(args, name: str, body) -> int:
+    """Runs `body(run, m) -> (record, summary)` writing into a `RunDir` at `args.out`."""
+    import jaxinterp as ji
+    from jaxinterp.outputs import RunDir
+
+    run = RunDir(args.out, force=args.force)  # checks --out before any computation
+    try:
+        m = ji.load_model(args.model)
+        record, summary = body(run, m)
+        if record is None:
+            run.abort()
+            return _finish(args) or 1
+        if _interrupt.received is not None:
+            raise Interrupted(signal.Signals(_interrupt.received).name)
+        out = run.commit({"command": name, "model": args.model or "vgg-mini", **record,
+                          "failed": args.failed})
+    except BaseException:
+        run.abort()
+        raise
+    print(f"{summary} {out}")
+    return _finish(args)
+
+
+def _entry(args, run, name):
+    return run.unique(Path(name).stem if args.images else name.split(" ")[0])
+
+
+def cmd_dream(args) -> int:
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp import viz
+    from jaxinterp.images import save_image
+
+    def body(run, m):
+        m.resolve(args.layer)
+        size = (args.size, args.size) if args.size else None
+        written, rows = [], []
+        for names, x in _batches(args, m, args.batch, size):
+            octaves = ji.synthesis.dream(m, x, args.layer, octaves=args.octaves,
+                                         octave_scale=args.octave_scale, steps=args.steps,
+                                         step_size=args.step_size, jitter=args.jitter,
+                                         key=args.seed)
+            report = []
+            for o in progress(octaves, desc="dream", unit="octave", total=args.octaves,
+                              disable=args.octaves <= 1):
+                images, scores = np.asarray(o.images), np.asarray(o.scores)
+                report.append(f"octave {o.index + 1}/{args.octaves} {images.shape[1]}x"
+                              f"{images.shape[2]}: objective {scores[0].mean():.4g} -> "
+                              f"{scores[-1].mean():.4g}")
+            print("\n".join(report))
+            for i, name in enumerate(names):
+                entry = _entry(args, run, name)
+                save_image(x[i], run.path(entry, "original.png"))
+                save_image(images[i], run.path(entry, "dream.png"))
+                written.append({"input": name, "output": entry})
+                rows.append(([x[i], images[i]], entry))
+        if not written:
+            return None, ""
+        if args.figures:
+            viz.panel_figure([r[0] for r in rows], ["original", f"dream: {args.layer}"],
+                             [r[1] for r in rows], run.path("dream.png"))
+        options = {k: getattr(args, k) for k in ("layer", "octaves", "octave_scale", "steps",
+                                                  "step_size", "jitter", "seed", "size")}
+        return {"options": options, "images": written}, f"wrote {len(written)} dreams to"
+
+    return _run_dir_command(args, "dream", body)
+
+
+def _default_inversion_layers(m) -> list[str]:
+    """The first ReLU and every pooling layer: reconstructions from shallow to deep."""
+    first = next(s for s in m.specs if s.kind == "relu")
+    return [s.alias or s.name for s in [first] + [s for s in m.specs if s.kind == "pool"]]
+
+
+def cmd_invert(args) -> int:
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp import viz
+
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a directory; give a PNG file name")
+    if Path(args.out).exists() and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
+    m = ji.load_model(args.model)
+    layers = args.layers or _default_inversion_layers(m)
+    names = [m.resolve(layer) for layer in layers]
+    batch = next(_batches(args, m, args.samples if not args.images else len(args.images)), None)
+    if batch is None:
+        return _finish(args) or 1
+    labels, x = batch
+    recon, quality = [], []
+    for layer in progress(layers, desc="invert", unit="layer", disable=len(layers) <= 1):
+        r = ji.invert(m, x, layer, steps=args.steps, lr=args.lr, tv_weight=args.tv_weight,
+                      param=args.param, key=args.seed)
+        images = np.asarray(r.images)
+        psnr = 10 * np.log10(1 / np.maximum(((images - x) ** 2).mean((1, 2, 3)), 1e-12))
+        recon.append(images)
+        quality.append((psnr, np.asarray(r.error)))
+        print(f"{layer}: PSNR {psnr.mean():.1f} dB, relative feature error "
+              f"{np.asarray(r.error).mean():.3f}")
+    panels = [[x[i]] + [rec[i] for rec in recon] for i in range(len(x))]
+    titles = [["original"] + [f"{layer} ({name})\n{q[0][i]:.1f} dB" if name != layer else
+                              f"{layer}\n{q[0][i]:.1f} dB"
+                              for layer, name, q in zip(layers, names, quality)]
+              for i in range(len(x))]
+    row_labels = [Path(n).stem if args.images else n for n in labels]
+    _save_new(lambda _, path: viz.panel_figure(panels, titles, row_labels, path,
+                                               title=f"feature inversion, {args.steps} steps"),
+              None, args.out, args.force)
+    print(f"wrote {len(x)} images x {len(layers)} layers to {args.out}")
+    return _finish(args)
+
+
+def eps_list(text: str) -> list[float]:
+    """argparse type of `--eps`: comma-separated budgets, numbers or fractions like 8/255."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            num, _, den = part.partition("/")
+            v = float(num) / (float(den) if den else 1.0)
+        except (ValueError, ZeroDivisionError):
+            raise argparse.ArgumentTypeError(f"{part!r} is not a number or a fraction like 8/255"
+                                             ) from None
+        if not 0 <= v < float("inf"):
+            raise argparse.ArgumentTypeError(f"budgets must be >= 0, got {part}")
+        out.append(v)
+    return out
+
+
+def _fmt_eps(e: float) -> str:
+    k = e * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and k >= 1 else f"{e:g}"
+
+
+def cmd_attack(args) -> int:
+    import jax
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp import viz
+    from jaxinterp.images import save_image
+
+    def body(run, m):
+        eps = sorted(args.eps)
+        shown = eps[-1]
+        table, written, rows, titles, labels = [], [], [], [], []
+        chunks = -(-_total(args) // args.batch)
+        for names, x in progress(_batches(args, m, args.batch), desc="attack", unit="batch",
+                                 total=chunks, disable=chunks <= 1):
+            logits = np.asarray(m(x)[0])
+            y = _targets(args.target, m, logits)
+            r = ji.robustness(m, x, y, eps, attack=args.attack, norm=args.norm, steps=args.steps,
+                              restarts=args.restarts, targeted=args.target != "auto",
+                              return_images=True, key=args.seed)
+            table.append(np.asarray(r.success))
+            adv = np.asarray(r.images[-1])
+            p_clean = np.asarray(jax.nn.softmax(logits))
+            p_adv = np.asarray(jax.nn.softmax(m(adv)[0]))
+            for i, name in enumerate(names):
+                entry = _entry(args, run, name)
+                delta = adv[i] - x[i]
+                amp = 0.5 + 0.5 * delta / max(float(np.abs(delta).max()), 1e-12)
+                save_image(x[i], run.path(entry, "clean.png"))
+                save_image(adv[i], run.path(entry, "adversarial.png"))
+                save_image(amp, run.path(entry, "perturbation.png"))
+                c, a = int(p_clean[i].argmax()), int(p_adv[i].argmax())
+                written.append({"input": name, "output": entry, "clean": m.classes[c],
+                                "clean_prob": float(p_clean[i, c]), "adversarial": m.classes[a],
+                                "adversarial_prob": float(p_adv[i, a]),
+                                "success": [bool(s) for s in np.asarray(r.success)[:, i]]})
+                if len(rows) < COMPARE_ROWS:
+                    rows.append([x[i], adv[i], amp])
+                    titles.append([f"clean: {m.classes[c]} {100 * p_clean[i, c]:.1f}%",
+                                   f"ε={_fmt_eps(shown)}: {m.classes[a]} {100 * p_adv[i, a]:.1f}%",
+                                   "perturbation (amplified)"])
+                    labels.append(entry)
+        if not written:
+            return None, ""
+        success = np.concatenate(table, 1).mean(1)
+        print(f"{'eps':>10}  success  robust accuracy")
+        for e, s in zip(eps, success):
+            print(f"{_fmt_eps(e):>10}  {100 * s:6.1f}%  {100 * (1 - s):6.1f}%")
+        if args.figures:
+            viz.panel_figure(rows, titles, labels, run.path("attack.png"),
+                             title=f"{args.attack.upper()} {args.norm}, ε = {_fmt_eps(shown)}")
+        options = {k: getattr(args, k) for k in ("attack", "norm", "steps", "restarts", "target",
+                                                  "seed")}
+        record = {"options": options, "eps": eps, "success_rate": success.tolist(),
+                  "images": written}
+        return record, f"wrote {len(written)} adversarial examples to"
+
+    return _run_dir_command(args, "attack", body)
+
+
 def _save_new(save, image, path, force):
     from jaxinterp.outputs import write_file
 
@@ -507,7 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how images are brought to the model's input size")
         p.add_argument("--samples", type=positive_int, default=samples,
                        help="shapes samples when no image is given")
-        p.add_argument("--seed", type=nonnegative_int, default=1, help="seed of the shapes samples")
+        p.add_argument("--seed", type=nonnegative_int, default=1,
+                       help="seed of the shapes samples (and of random starts / rolls)")
 
     p = sub.add_parser("predict", help="top-K classes of images (default: shapes samples)")
     p.add_argument("images", nargs="*", help="image files (any Pillow format)")
@@ -588,6 +789,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG grid to write (one row per unit if batch>1)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("dream", help="DeepDream: amplify what a layer sees, octave by octave")
+    p.add_argument("images", nargs="*", help="image files (default: shapes samples)")
+    inputs(p, 4)
+    p.add_argument("--layer", default="relu3_2" , help="layer name or alias to amplify")
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="image side to dream at (default: the model's input size)")
+    p.add_argument("--octaves", type=positive_int, default=4, help="pyramid levels")
+    p.add_argument("--octave-scale", type=positive_float, default=1.4,
+                   help="size ratio between octaves (>= 1)")
+    p.add_argument("--steps", type=positive_int, default=10, help="steps per octave")
+    p.add_argument("--step-size", type=positive_float, default=1.5 / 255,
+                   help="step per unit of normalized gradient, in [0, 1] pixel units "
+                   "(default 1.5/255, the original's 1.5)")
+    p.add_argument("--jitter", type=nonnegative_int, default=None,
+                   help="largest random roll in pixels (default: 32/224 of the image side)")
+    p.add_argument("--batch", type=positive_int, default=16, help="images dreamed together")
+    p.add_argument("--out", required=True, help="output directory (see --force)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a previous jaxinterp output at --out (never other files)")
+    p.add_argument("--no-figures", dest="figures", action="store_false",
+                   help="write the pictures only (no dream.png overview)")
+    p.set_defaults(func=cmd_dream)
+
+    p = sub.add_parser("invert", help="feature inversion: reconstruct images from several layers")
+    p.add_argument("images", nargs="*", help="image files (default: shapes samples)")
+    inputs(p, 2)
+    p.add_argument("--layers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
+                   default=None, help="comma-separated layers (default: the first ReLU and "
+                   "every pooling layer)")
+    p.add_argument("--steps", type=positive_int, default=300, help="Adam steps per layer")
+    p.add_argument("--lr", type=positive_float, default=0.05, help="Adam learning rate")
+    p.add_argument("--tv-weight", type=nonnegative_float, default=0.5,
+                   help="weight of the total-variation prior")
+    p.add_argument("--param", choices=["pixel", "fft"], default="pixel", help="parameterization")
+    p.add_argument("--out", required=True, help="PNG figure to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=cmd_invert)
+
+    p = sub.add_parser("attack", help="adversarial examples (FGSM, PGD) and a success table")
+    p.add_argument("images", nargs="*", help="image files (default: shapes samples)")
+    inputs(p, 8)
+    p.add_argument("--attack", choices=["pgd", "fgsm"], default="pgd")
+    p.add_argument("--eps", type=eps_list, default=eps_list("1/255,2/255,4/255,8/255"),
+                   help="budgets in [0, 1] pixel units, e.g. 2/255,8/255 (figure: the largest)")
+    p.add_argument("--norm", choices=["linf", "l2"], default="linf")
+    p.add_argument("--steps", type=positive_int, default=10, help="PGD steps")
+    p.add_argument("--restarts", type=positive_int, default=1, help="PGD random restarts")
+    p.add_argument("--target", default="auto",
+                   help="auto (untargeted, away from the predicted class), or a class index or "
+                   "name to reach (targeted)")
+    p.add_argument("--batch", type=positive_int, default=32, help="images attacked together")
+    p.add_argument("--out", required=True, help="output directory (see --force)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a previous jaxinterp output at --out (never other files)")
+    p.add_argument("--no-figures", dest="figures", action="store_false",
+                   help="write the pictures only (no attack.png overview)")
+    p.set_defaults(func=cmd_attack)
     return ap
 
 

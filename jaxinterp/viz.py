@@ -211,12 +211,12 @@ SEED_COLUMNS = ("original", "colored gradient", "negative gradient", "positive g
 
 def panel_figure(panels, col_titles, row_labels, path, title: str | None = None,
                  panel: float = 1.9) -> None:
-    """Saves a grid of images as a figure: `panels[r][c]`, titles over the first row, a label
-    left of each row (matplotlib, no display needed).
+    """Saves a grid of images as a figure: `panels[r][c]`, titles over the first row (or over
+    every panel), a label left of each row (matplotlib, no display needed).
 
     Args:
       panels: rows of `[H, W, 3]` images in [0, 1].
-      col_titles: one title per column.
+      col_titles: one title per column, or one list of titles per row (a title on every panel).
       row_labels: one label per row.
       path: the file to write (PNG).
       title: a title over the figure.
@@ -225,14 +225,17 @@ def panel_figure(panels, col_titles, row_labels, path, title: str | None = None,
     from matplotlib.figure import Figure
 
     nrows, ncols = len(panels), len(panels[0])
-    fig = Figure(figsize=(panel * ncols, panel * nrows + 0.4))
+    per_panel = not isinstance(col_titles[0], str)
+    fig = Figure(figsize=(panel * ncols, (panel + 0.3 * per_panel) * nrows + 0.4))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for r, row in enumerate(panels):
         for c, img in enumerate(row):
             axes[r, c].imshow(np.clip(np.asarray(img, np.float32), 0, 1))
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
-            if r == 0:
+            if per_panel:
+                axes[r, c].set_title(col_titles[r][c], fontsize=7)
+            elif r == 0:
                 axes[r, c].set_title(col_titles[c], fontsize=8)
         axes[r, 0].set_ylabel(row_labels[r], fontsize=8)
     if title:

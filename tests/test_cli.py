@@ -290,3 +290,58 @@ def test_attribute_on_300_images_stays_within_a_memory_bound(tmp_path):
     assert rc == 0, r.stderr[-2000:]
     assert len([p for p in (tmp_path / "out").iterdir() if p.is_dir()]) == 300
     assert peak_kb / 1024 < MEMORY_BOUND_MB, peak_kb / 1024
+
+
+# --- dream, invert, attack --------------------------------------------------------------------
+
+def test_dream_writes_each_image_and_an_overview(tmp_path):
+    out = tmp_path / "dreams"
+    r = jaxinterp("dream", "--samples", "2", "--octaves", "2", "--steps", "3", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "octave 1/2 46x46" in r.stdout and "octave 2/2 64x64" in r.stdout
+    import json
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"] == "dream" and run["options"]["octaves"] == 2
+    for e in run["images"]:
+        a = np.asarray(Image.open(out / e["output"] / "original.png"), np.float32)
+        b = np.asarray(Image.open(out / e["output"] / "dream.png"), np.float32)
+        assert a.shape == b.shape == (64, 64, 3) and np.abs(a - b).mean() > 1
+    assert (out / "dream.png").exists()
+    r = jaxinterp("dream", "--octaves", "9", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "octaves=9" in r.stderr and not (tmp_path / "x").exists()
+    r = jaxinterp("dream", "--layer", "conv9", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "unknown layer 'conv9'" in r.stderr
+
+
+def test_invert_figure_and_quality_falling_with_depth(tmp_path):
+    out = tmp_path / "inv.png"
+    r = jaxinterp("invert", "--samples", "1", "--steps", "60", "--layers", "relu1_1,pool2",
+                  "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    psnr = [float(line.split("PSNR ")[1].split(" dB")[0]) for line in r.stdout.splitlines()
+            if "PSNR" in line]
+    assert len(psnr) == 2 and psnr[0] > psnr[1] + 5
+    assert Image.open(out).size[0] > 300
+    r = jaxinterp("invert", "--out", str(out))
+    assert r.returncode == 2 and "--force" in r.stderr
+
+
+def test_attack_table_pictures_and_errors(tmp_path):
+    out = tmp_path / "att"
+    r = jaxinterp("attack", "--samples", "4", "--eps", "0,8/255", "--steps", "5", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    import json
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["eps"] == [0.0, 8 / 255] and run["success_rate"][0] == 0.0
+    assert "     8/255" in r.stdout
+    for e in run["images"]:
+        clean = np.asarray(Image.open(out / e["output"] / "clean.png"), np.float32)
+        adv = np.asarray(Image.open(out / e["output"] / "adversarial.png"), np.float32)
+        assert np.abs(clean - adv).max() <= 8 + 1  # 8/255 in 8-bit PNG levels (+ rounding)
+        assert e["success"][1] == (e["clean"] != e["adversarial"])
+    for bad, msg in ((["--eps", "x"], "not a number"), (["--eps=-1/255"], "budgets must be"),
+                     (["--eps", "2"], "eps must be in [0, 1]"), (["--target", "dog"], "--target")):
+        r = jaxinterp("attack", *bad, "--out", str(tmp_path / "y"))
+        assert r.returncode == 2 and msg in r.stderr, (bad, r.stderr)
