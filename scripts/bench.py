@@ -13,7 +13,8 @@ visualization: steps/s of `ji.visualize` against the same loop written in PyTorc
 one vmapped call against K calls. Scaling curves: time per image against batch size and
 against SmoothGrad samples / IG steps, and peak memory with and without `batch_size=`.
 
-Also: jaxinterp's compiler options against XLA's defaults per method (`--only options`), and
+Optimization (`--only optimize`, scripts/bench_optimize.py): PGD, DeepDream and feature
+inversion against the same algorithms written as PyTorch loops. Also: jaxinterp's compiler options against XLA's defaults per method (`--only options`), and
 the cost of the value checks compiled into a user's jit (`--only checks`).
 
 Each section writes its own file, docs/bench/<section>.json (attribution-vgg-mini.json, ...,
@@ -37,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the plain-torch reference VGG
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -528,7 +530,7 @@ def machine() -> str:
             f"{__import__('captum').__version__}")
 
 
-SECTIONS = ("vgg-mini", "vgg16", "optvis", "scaling", "options", "checks")
+SECTIONS = ("vgg-mini", "vgg16", "optvis", "optimize", "scaling", "options", "checks")
 
 
 def tables(out: Path) -> str:
@@ -544,6 +546,11 @@ def tables(out: Path) -> str:
     extra = {"options": (["model", "method", "N", "tuned ms/img", "XLA default ms/img", "speed-up"],
                          lambda r: [r["arch"], r["method"], r["n"], f"{r['tuned_s'] * 1e3:.1f}",
                                     f"{r['default_s'] * 1e3:.1f}", f"**{r['speedup']:.2f}x**"]),
+             "optimize": (["method", "model", "N", "ours s/call", "PyTorch loop s/call", "speed-up",
+                           "ours 1st call s"],
+                          lambda r: [r["name"], r["model"], r["n"], f"{r['ours_s']:.2f}",
+                                     f"{r['torch_s']:.2f}", f"**{r['speedup']:.2f}x**",
+                                     f"{r['ours_first_s']:.1f}"]),
              "checks": (["model", "N", "jit(m(x)) with checks ms", "without ms", "overhead"],
                         lambda r: [r["arch"], r["n"], f"{r['checked_s'] * 1e3:.2f}",
                                    f"{r['unchecked_s'] * 1e3:.2f}", f"{100 * r['overhead']:.1f} %"])}
@@ -617,6 +624,10 @@ def main():
                 f"attribution-{section}"
         elif section == "optvis":
             result, name = bench_optvis(args.quick), "optvis"
+        elif section == "optimize":
+            from bench_optimize import bench_optimize
+
+            result, name = {"rows": bench_optimize(setup, args.quick)}, "optimize"
         elif section == "scaling":
             result, name = bench_scaling(args.quick), "scaling"
             plot_scaling(result, out / "scaling.png")

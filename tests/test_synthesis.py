@@ -127,6 +127,14 @@ def test_inverting_given_features_equals_inverting_the_images(default_model, ima
     assert np.asarray(a.losses[-1] < a.losses[0]).all()
 
 
+def test_inversion_compiles_once_for_new_images_and_weights(default_model, images):
+    inv = importlib.import_module("jaxinterp.synthesis.inversion")
+    ji.invert(default_model, images, "pool1", steps=2)
+    before = inv._invert._cache_size()
+    ji.invert(default_model, images[::-1], "pool1", steps=2, tv_weight=0.1, lr=0.01, key=4)
+    assert inv._invert._cache_size() == before
+
+
 def test_inversion_errors(default_model, images):
     m = default_model
     with pytest.raises(ValueError, match="unknown layer"):

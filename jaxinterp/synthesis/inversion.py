@@ -47,7 +47,13 @@ class _Config:
     steps: int
     thresholds: tuple
     optimizer: Any
-    priors: tuple  # (tv_beta(β), alpha_norm(α)) objectives, weighted by traced weights
+    beta: float  # the TV exponent
+    alpha: float  # the α-norm exponent
+
+
+@tuned_jit(static_argnames=("name",))
+def _layer_output(m, x, name):
+    return m(x, check=False)[1][name]
 
 
 @tuned_jit(static_argnames=("cfg",))
@@ -59,7 +65,8 @@ def _invert(m, match, weights, key, lr, cfg: _Config):
 
     def loss(params, k):
         feats = features(m, cfg.param(params), k, cfg.transforms)
-        return -match(feats) + sum(w * p(feats) for w, p in zip(weights, cfg.priors)), None
+        priors = (obj_lib.tv_beta(cfg.beta), obj_lib.alpha_norm(cfg.alpha))
+        return -match(feats) + sum(w * p(feats) for w, p in zip(weights, priors)), None
 
     out = optimize(loss, cfg.param.init(k_init, n), steps=cfg.steps, optimizer=opt, key=k_loop,
                    render=cfg.param, thresholds=cfg.thresholds)
@@ -107,7 +114,7 @@ def invert(m, x: jax.Array | None, layer: str, *, target: jax.Array | None = Non
         if x is None:
             raise ValueError("invert needs images x or target= features")
         x = check_images(x, min_size=m.min_size)
-        target = jax.jit(lambda m, x: m(x, check=False)[1][name])(m, x)
+        target = _layer_output(m, x, name)
         size = tuple(x.shape[1:3])
     else:
         target = check_real(target, "target")
@@ -125,12 +132,12 @@ def invert(m, x: jax.Array | None, layer: str, *, target: jax.Array | None = Non
     p = param_lib.image_param(param, size, decorrelate=decorrelate, sigmoid=False)
     transforms = tf_lib.resolve(transforms)
     match = obj_lib.match(name, target)
-    probe = jax.eval_shape(lambda m: m(jnp.zeros((1, *p.size, 3)), check=False)[1][name], m)
+    probe = jax.eval_shape(lambda m, x: _layer_output(m, x, name), m,
+                           jax.ShapeDtypeStruct((1, *p.size, 3), jnp.float32))
     if target.shape[1:] != probe.shape[1:]:
         raise ValueError(f"target has shape {target.shape[1:]} per image; layer {layer!r} gives "
                          f"{probe.shape[1:]} on {p.size[0]}x{p.size[1]} images")
-    cfg = _Config(p, transforms, steps, thresholds, optimizer,
-                  (obj_lib.tv_beta(tv_beta), obj_lib.alpha_norm(alpha)))
+    cfg = _Config(p, transforms, steps, thresholds, optimizer, float(tv_beta), float(alpha))
     weights = jnp.array([tv_weight, alpha_weight], jnp.float32)
     out = _invert(m, match, weights, as_key(key), jnp.float32(lr), cfg)
     return out._replace(thresholds=thresholds)

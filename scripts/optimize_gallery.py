@@ -1,0 +1,113 @@
+"""Pictures and tables of the README's "DeepDream, inversion, adversarial examples" section.
+
+    python scripts/optimize_gallery.py          # about 5 minutes on the 2-core CPU
+
+Writes docs/optimize/: dream_shapes.png (the shipped vgg-mini dreaming at three layers),
+dream_vgg16_random.png (a VGG16 with random weights), inversion.png and inversion table (PSNR
+and feature error per layer on held-out shapes images), attack.png and the robustness table
+(FGSM / PGD / targeted PGD success per ε on held-out images), results.json with every number.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import jaxinterp as ji
+from jaxinterp import viz
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "optimize"
+TEST_SEED = 1_000_003  # held out from training (scripts/train_default.py)
+
+
+def psnr(a, b):
+    return 10 * np.log10(1 / np.mean((np.asarray(a) - np.asarray(b)) ** 2, axis=(1, 2, 3)))
+
+
+def dreams(m, results):
+    x = np.asarray(ji.data.shapes(jax.random.key(TEST_SEED), 3, start=10, size=128).images)
+    layers = ["relu2_2", "relu3_2", "relu4_2"]
+    outs = [np.asarray(ji.deepdream(m, x, layer, octaves=4, steps=20, key=0)) for layer in layers]
+    panels = [[x[i]] + [o[i] for o in outs] for i in range(len(x))]
+    viz.panel_figure(panels, ["original"] + [f"dream {layer}" for layer in layers],
+                     [f"image {i}" for i in range(len(x))], OUT / "dream_shapes.png",
+                     title="DeepDream, shipped vgg-mini, 128 px, 4 octaves x 20 steps", panel=2.4)
+    rnd = ji.load_model("vgg16", key=jax.random.key(0))
+    xv = np.asarray(ji.data.shapes(jax.random.key(TEST_SEED), 2, start=20, size=224).images)
+    layers = ["relu3_3", "relu4_3"]
+    outs = [np.asarray(ji.deepdream(rnd, xv, layer, key=0)) for layer in layers]
+    panels = [[xv[i]] + [o[i] for o in outs] for i in range(len(xv))]
+    viz.panel_figure(panels, ["original"] + [f"dream {layer}" for layer in layers],
+                     [f"image {i}" for i in range(len(xv))], OUT / "dream_vgg16_random.png",
+                     title="DeepDream, VGG16 with random weights, 224 px, 4 octaves x 10 steps",
+                     panel=2.8)
+    results["dream"] = {"vgg-mini": {"size": 128, "octaves": 4, "steps": 20},
+                        "vgg16-random": {"size": 224, "octaves": 4, "steps": 10}}
+
+
+def inversion(m, results):
+    x = np.asarray(ji.data.shapes(jax.random.key(TEST_SEED), 8, start=30).images)
+    layers = ["relu1_1", "pool1", "relu2_2", "pool2", "relu3_2", "pool3", "relu4_2", "logits"]
+    rows, recon = [], []
+    for layer in layers:
+        r = ji.invert(m, x, layer, steps=300)
+        q = psnr(r.images, x)
+        rows.append({"layer": layer, "name": m.resolve(layer), "psnr_db": float(q.mean()),
+                     "psnr_min_db": float(q.min()), "feature_error": float(np.mean(r.error))})
+        recon.append(np.asarray(r.images))
+        print(rows[-1], flush=True)
+    panels = [[x[i]] + [rec[i] for rec in recon] for i in range(3)]
+    viz.panel_figure(panels, ["original"] + layers, [f"image {i}" for i in range(3)],
+                     OUT / "inversion.png", title="feature inversion, shipped vgg-mini, 300 steps")
+    results["inversion"] = {"images": len(x), "steps": 300, "rows": rows}
+
+
+def attacks(m, results):
+    d = ji.data.shapes(jax.random.key(TEST_SEED), 256, start=4000)
+    x, y = d.images, np.asarray(d.labels)
+    eps = [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
+    target = (y + 1 + np.random.default_rng(0).integers(0, 7, len(y))) % 8
+    table = {"eps": eps, "clean_accuracy": float((np.asarray(m(x)[0].argmax(-1)) == y).mean())}
+    for name, kw in [("FGSM", dict(attack="fgsm")), ("PGD 10 steps", dict(steps=10)),
+                     ("PGD 40 steps", dict(steps=40)),
+                     ("PGD 10 steps x 4 restarts", dict(steps=10, restarts=4))]:
+        table[name] = np.asarray(ji.robustness(m, x, y, eps, **kw).success_rate).tolist()
+        print(name, table[name], flush=True)
+    for steps in (20, 100):
+        r = ji.robustness(m, x, target, eps, steps=steps, targeted=True)
+        table[f"targeted PGD {steps} steps"] = np.asarray(r.success_rate).tolist()
+        print(steps, table[f"targeted PGD {steps} steps"], flush=True)
+    table["PGD L2 10 steps (eps 0.25, 0.5, 1, 2)"] = np.asarray(
+        ji.robustness(m, x, y, [0.25, 0.5, 1.0, 2.0], norm="l2").success_rate).tolist()
+    results["attacks"] = {"images": len(y), **table}
+    xs, ys = x[:4], y[:4]
+    adv = np.asarray(ji.pgd(m, xs, ys, eps=8 / 255))
+    pc, pa = (np.asarray(jax.nn.softmax(m(v)[0])) for v in (xs, adv))
+    panels, titles = [], []
+    for i in range(len(xs)):
+        delta = adv[i] - np.asarray(xs[i])
+        panels.append([xs[i], adv[i], 0.5 + 0.5 * delta / np.abs(delta).max()])
+        c, a = pc[i].argmax(), pa[i].argmax()
+        titles.append([f"{m.classes[c]} {100 * pc[i, c]:.1f}%",
+                       f"{m.classes[a]} {100 * pa[i, a]:.1f}%", "perturbation x 16"])
+    viz.panel_figure(panels, titles, [f"image {i}" for i in range(len(xs))], OUT / "attack.png",
+                     title="PGD L∞, ε = 8/255, 10 steps: clean, adversarial, perturbation")
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    m = ji.load_model()
+    results = {}
+    dreams(m, results)
+    inversion(m, results)
+    attacks(m, results)
+    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
