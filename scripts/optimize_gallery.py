@@ -5,7 +5,8 @@
 Writes docs/optimize/: dream_shapes.png (the shipped vgg-mini dreaming at three layers),
 dream_vgg16_random.png (a VGG16 with random weights), inversion.png and inversion table (PSNR
 and feature error per layer on held-out shapes images), attack.png and the robustness table
-(FGSM / PGD / targeted PGD success per ε on held-out images), results.json with every number.
+(FGSM / PGD / targeted PGD success per ε on held-out images), results.json with every number
+and tables.md (the README's tables, made from results.json).
 """
 
 from __future__ import annotations
@@ -98,6 +99,29 @@ def attacks(m, results):
                      title="PGD L∞, ε = 8/255, 10 steps: clean, adversarial, perturbation")
 
 
+def tables(results) -> str:
+    """The README's Markdown tables from results.json."""
+    inv = results["inversion"]
+    lines = [f"| layer | PSNR dB (mean, min over {inv['images']} images) | relative feature error |",
+             "|---|---|---|"]
+    lines += [f"| {r['layer']} (`{r['name']}`) | {r['psnr_db']:.1f} ({r['psnr_min_db']:.1f}) | "
+              f"{r['feature_error']:.3f} |" for r in inv["rows"]]
+    a = results["attacks"]
+    eps = [f"{round(e * 255)}/255" for e in a["eps"]]
+    lines += ["", f"Success rate on {a['images']} held-out `shapes` images (clean accuracy "
+              f"{100 * a['clean_accuracy']:.1f} %; untargeted: prediction ≠ label; targeted: "
+              "a random wrong class reached):", "",
+              "| attack (L∞) | " + " | ".join(f"ε = {e}" for e in eps) + " |",
+              "|---|" + "---|" * len(eps)]
+    for name, rates in a.items():
+        if name in ("images", "eps", "clean_accuracy") or name.startswith("PGD L2"):
+            continue
+        lines.append(f"| {name} | " + " | ".join(f"{100 * r:.1f} %" for r in rates) + " |")
+    l2 = next(k for k in a if k.startswith("PGD L2"))
+    lines += ["", f"{l2}: " + ", ".join(f"{100 * r:.1f} %" for r in a[l2]) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     m = ji.load_model()
@@ -106,6 +130,7 @@ def main():
     inversion(m, results)
     attacks(m, results)
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    (OUT / "tables.md").write_text(tables(results))
     print(f"wrote {OUT}")
 
 
