@@ -140,7 +140,7 @@ def bench_optimize(setup, quick) -> list[dict]:
     for p in tm.parameters():
         p.requires_grad_(False)
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    y = np.asarray(jm(x)[0].argmax(-1))
+    y = np.array(jm(x)[0].argmax(-1))  # writable: torch.from_numpy shares it
     yt = torch.from_numpy(y).long()
     eps = 8 / 255
     for steps, restarts in ((10, 1), (40, 1), (10, 4)):
