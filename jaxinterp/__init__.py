@@ -8,7 +8,7 @@ from jaxinterp.attribution import (cam, deconvnet, grad_cam, guided_backprop, gu
                                    input_x_gradient, integrated_gradients, occlusion, saliency,
                                    smooth_grad)
 from jaxinterp.optvis import Yosinski, objectives, optimize, visualize, visualize_units
-from jaxinterp.synthesis import deepdream, invert
+from jaxinterp.synthesis import deepdream, gram, invert, style_transfer, texture
 from jaxinterp.checks import check_images
 from jaxinterp.model import Model, Preprocess, init_model
 from jaxinterp.weights import (CheckpointError, import_weights, load_checkpoint, load_model,
@@ -21,6 +21,9 @@ __all__ = [
     "adversarial",
     "deepdream",
     "fgsm",
+    "gram",
+    "style_transfer",
+    "texture",
     "invert",
     "optimize",
     "pgd",

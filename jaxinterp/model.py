@@ -229,6 +229,14 @@ class Model:
         """The same model with convolutions of kind `conv` ("xla" or "explicit", see `VGG`)."""
         return Model(self.module.clone(conv=conv), self.variables, self.meta)
 
+    def with_pool(self, pool: str) -> "Model":
+        """The same weights with "max" or "avg" pooling (Gatys et al. use average pooling)."""
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        config = {**dict(self.meta.config), "pool": pool}
+        meta = dataclasses.replace(self.meta, config=tuple(sorted(config.items())))
+        return Model(self.module.clone(pool=pool), self.variables, meta)
+
     def with_variables(self, variables: Any) -> "Model":
         """The same architecture and metadata with other variables."""
         return Model(self.module, variables, self.meta)

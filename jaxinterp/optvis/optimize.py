@@ -40,7 +40,7 @@ def optimize(loss: Callable, params: Any, *, steps: int,
              optimizer: optax.GradientTransformation, key: jax.Array | None = None,
              render: Callable | None = None, hook: Callable | None = None,
              stop: Callable | None = None, thresholds: Sequence[int] | None = None,
-             start: int = 0, state: Any = None) -> Optimized:
+             start: int | jax.Array = 0, state: Any = None) -> Optimized:
     """Minimizes `loss(params, key)` for `steps` steps; traceable, so call it inside `jax.jit`.
 
     Each step evaluates the loss and its gradient, asks the optimizer for an update with
@@ -61,16 +61,23 @@ def optimize(loss: Callable, params: Any, *, steps: int,
         clipping, Yosinski's regularizers).
       stop: `stop(aux) -> [B] bool`: examples where it is true keep their parameters this step
         (an attack that already succeeded stops changing; the mask is applied inside the scan).
-      thresholds: absolute step counts after which to snapshot (default: the last step).
-      start: the step count the run starts from (static; for continuing a run).
+      thresholds: absolute step counts after which to snapshot (default: the last step); needs
+        a Python int `start`.
+      start: the step count the run starts from, for continuing a run (an int, or a traced
+        scalar so that every chunk of a long run shares one compilation).
       state: the optimizer state to continue from (default: `optimizer.init(params)`).
     Returns:
       `Optimized(params, images, snapshots, values, state)`.
     """
-    end = start + steps
-    thresholds = (end,) if thresholds is None else tuple(thresholds)
-    if any(not start < t <= end for t in thresholds):
-        raise ValueError(f"thresholds must lie in {start + 1} … {end}, got {thresholds}")
+    if thresholds is None:
+        relative = (steps,)
+    elif not isinstance(start, int):
+        raise ValueError("thresholds need a Python int start (the snapshots' steps are static)")
+    else:
+        relative = tuple(t - start for t in thresholds)
+        if any(not 0 < t <= steps for t in relative):
+            raise ValueError(f"thresholds must lie in {start + 1} … {start + steps}, got "
+                             f"{tuple(thresholds)}")
     key = jax.random.key(0) if key is None else key
     render = render or (lambda p: p)
     opt = optax.with_extra_args_support(optimizer)
@@ -91,11 +98,11 @@ def optimize(loss: Callable, params: Any, *, steps: int,
             new = jax.tree_util.tree_map(lambda n, p: jnp.where(_rows(keep, n), p, n), new, params)
         return (new, state), values
 
-    carry, snaps, values, at = (params, state), [], [], start
-    for t in sorted(set(thresholds) | {end}):
-        carry, v = jax.lax.scan(step, carry, jnp.arange(at, t))
+    carry, snaps, values, at = (params, state), [], [], 0
+    for t in sorted(set(relative) | {steps}):
+        carry, v = jax.lax.scan(step, carry, start + jnp.arange(at, t))
         values.append(v)
-        if t in thresholds:
+        if t in relative:
             snaps.append(render(carry[0]))
         at = t
     snapshots = jax.tree_util.tree_map(lambda *s: jnp.stack(s), *snaps)
