@@ -10,6 +10,8 @@
     jaxinterp dream [IMAGE ...] --layer L --out DIR     DeepDream with octaves
     jaxinterp invert [IMAGE ...] --out F.png            reconstructions from several layers
     jaxinterp attack [IMAGE ...] --eps 2/255,8/255 --out DIR   FGSM / PGD and a success table
+    jaxinterp texture STYLE --out DIR                   Gram-matrix texture synthesis
+    jaxinterp style CONTENT STYLE --out DIR             neural style transfer
 """
 
 from __future__ import annotations
@@ -632,6 +634,94 @@ def cmd_attack(args) -> int:
     return _run_dir_command(args, "attack", body)
 
 
+def _synthesis(args, name: str, run) -> int:
+    """Shared body of `texture` and `style`: chunks with a progress bar, snapshots as a strip."""
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp import viz
+    from jaxinterp.images import load_image, save_image
+    from jaxinterp.outputs import RunDir
+
+    out = RunDir(args.out, force=args.force)
+    try:
+        m = ji.load_model(args.model)
+        if args.avg_pool:
+            m = m.with_pool("avg")
+        size = (args.size, args.size) if args.size else m.input_size
+        load = lambda path: load_image(path, size, fit=args.fit)  # noqa: E731
+        images = {k: load(v) for k, v in run["inputs"](args).items()}
+        every = max(1, -(-args.steps // args.snapshots))
+        snaps, bar = [], progress(range(args.steps), desc=name, unit="step",
+                                  disable=args.steps <= every)
+
+        def on_chunk(done, steps, carry):
+            snaps.append((done, np.asarray(carry[0][0])))
+            if hasattr(bar, "update"):
+                bar.update(done - bar.n)
+
+        r = run["call"](m, images, every, on_chunk)
+        if hasattr(bar, "close"):
+            bar.close()
+        result = np.asarray(r.images[0])
+        for k, v in images.items():
+            save_image(v, out.path(f"{k}.png"))
+        save_image(result, out.path(f"{name}.png"))
+        panels = [[*images.values(), *[s[1] for s in snaps]]]
+        titles = [*images.keys(), *[f"step {d}" for d, _ in snaps]]
+        viz.panel_figure(panels, titles, [""], out.path("snapshots.png"), panel=2.0)
+        losses = np.asarray(r.losses[:, 0])
+        print(f"loss {losses[0]:.4g} -> {float(r.style_loss[0] + r.content_loss[0]):.4g} "
+              f"(style {float(r.style_loss[0]):.4g}, content {float(r.content_loss[0]):.4g}) "
+              f"in {args.steps} {args.optimizer} iterations")
+        options = {k: getattr(args, k) for k in run["options"]}
+        path = out.commit({"command": name, "model": args.model or "vgg-mini",
+                           "inputs": {k: str(v) for k, v in run["inputs"](args).items()},
+                           "options": options, "first_loss": float(losses[0]),
+                           "final_style_loss": float(r.style_loss[0]),
+                           "final_content_loss": float(r.content_loss[0])})
+    except BaseException:
+        out.abort()
+        raise
+    print(f"wrote {name}.png and snapshots.png to {path}")
+    return 0
+
+
+def cmd_texture(args) -> int:
+    import jaxinterp as ji
+
+    def call(m, images, every, on_chunk):
+        return ji.texture(m, images["style"], layers=args.layers, steps=args.steps,
+                          optimizer=args.optimizer, normalization=args.normalization,
+                          lr=args.lr, key=args.seed, checkpoint_every=every,
+                          checkpoint_dir=args.checkpoint_dir, progress=on_chunk)
+
+    return _synthesis(args, "texture", {
+        "inputs": lambda a: {"style": a.style}, "call": call,
+        "options": ("size", "steps", "optimizer", "normalization", "layers", "lr", "seed",
+                    "avg_pool")})
+
+
+def cmd_style(args) -> int:
+    import jaxinterp as ji
+
+    def call(m, images, every, on_chunk):
+        return ji.style_transfer(m, images["content"][None], images["style"],
+                                 content_layer=args.content_layer, style_layers=args.layers,
+                                 content_weight=args.content_weight,
+                                 style_weight=args.style_weight, tv_weight=args.tv_weight,
+                                 steps=args.steps, optimizer=args.optimizer, init=args.init,
+                                 normalization=args.normalization, lr=args.lr, key=args.seed,
+                                 checkpoint_every=every, checkpoint_dir=args.checkpoint_dir,
+                                 progress=on_chunk)
+
+    return _synthesis(args, "style", {
+        "inputs": lambda a: {"content": a.content, "style": a.style}, "call": call,
+        "options": ("size", "steps", "optimizer", "normalization", "layers", "content_layer",
+                    "content_weight", "style_weight", "tv_weight", "init", "lr", "seed",
+                    "avg_pool")})
+
+
 def _save_new(save, image, path, force):
     from jaxinterp.outputs import write_file
 
@@ -847,6 +937,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-figures", dest="figures", action="store_false",
                    help="write the pictures only (no attack.png overview)")
     p.set_defaults(func=cmd_attack)
+
+    def synthesis_options(p, steps):
+        p.add_argument("--model", default=None, help="model name or checkpoint (default vgg-mini)")
+        p.add_argument("--avg-pool", action="store_true",
+                       help="use average pooling with the same weights (Gatys et al.)")
+        p.add_argument("--size", type=positive_int, default=None,
+                       help="image side the inputs are loaded at (default: the model's input)")
+        p.add_argument("--fit", choices=["resize", "crop"], default="resize")
+        p.add_argument("--steps", type=positive_int, default=steps, help="optimizer iterations")
+        p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+        p.add_argument("--lr", type=positive_float, default=0.02, help="Adam's learning rate")
+        p.add_argument("--layers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
+                       default=None, help="comma-separated style layers (default: Gatys et al.'s)")
+        p.add_argument("--snapshots", type=positive_int, default=5,
+                       help="snapshots in snapshots.png (also the compiled chunks of the run)")
+        p.add_argument("--checkpoint-dir", default=None,
+                       help="save the run there after every chunk and resume from it")
+        p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the noise start")
+        p.add_argument("--out", required=True, help="output directory (see --force)")
+        p.add_argument("--force", action="store_true",
+                       help="replace a previous jaxinterp output at --out (never other files)")
+
+    p = sub.add_parser("texture", help="Gram-matrix texture synthesis (Gatys et al. 2015)")
+    p.add_argument("style", help="style image (any Pillow format)")
+    synthesis_options(p, 200)
+    p.add_argument("--normalization", choices=["paper", "tutorial"], default="paper")
+    p.set_defaults(func=cmd_texture)
+
+    p = sub.add_parser("style", help="neural style transfer (Gatys et al. 2016)")
+    p.add_argument("content", help="content image")
+    p.add_argument("style", help="style image")
+    synthesis_options(p, 200)
+    p.add_argument("--normalization", choices=["paper", "tutorial"], default="tutorial")
+    p.add_argument("--content-layer", default=None, help="default: relu4_2 (relu3_2 on vgg-mini)")
+    p.add_argument("--content-weight", type=nonnegative_float, default=1.0)
+    p.add_argument("--style-weight", type=nonnegative_float, default=1e6)
+    p.add_argument("--tv-weight", type=nonnegative_float, default=0.0)
+    p.add_argument("--init", choices=["content", "noise"], default="content")
+    p.set_defaults(func=cmd_style)
     return ap
 
 

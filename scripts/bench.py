@@ -13,8 +13,9 @@ visualization: steps/s of `ji.visualize` against the same loop written in PyTorc
 one vmapped call against K calls. Scaling curves: time per image against batch size and
 against SmoothGrad samples / IG steps, and peak memory with and without `batch_size=`.
 
-Optimization (`--only optimize`, scripts/bench_optimize.py): PGD, DeepDream and feature
-inversion against the same algorithms written as PyTorch loops. Also: jaxinterp's compiler options against XLA's defaults per method (`--only options`), and
+Optimization (`--only optimize,style`, scripts/bench_optimize.py): PGD, DeepDream and feature
+inversion against the same algorithms written as PyTorch loops; texture synthesis and style
+transfer against the PyTorch tutorial's L-BFGS loop. Also: jaxinterp's compiler options against XLA's defaults per method (`--only options`), and
 the cost of the value checks compiled into a user's jit (`--only checks`).
 
 Each section writes its own file, docs/bench/<section>.json (attribution-vgg-mini.json, ...,
@@ -530,7 +531,7 @@ def machine() -> str:
             f"{__import__('captum').__version__}")
 
 
-SECTIONS = ("vgg-mini", "vgg16", "optvis", "optimize", "scaling", "options", "checks")
+SECTIONS = ("vgg-mini", "vgg16", "optvis", "optimize", "style", "scaling", "options", "checks")
 
 
 def tables(out: Path) -> str:
@@ -550,15 +551,29 @@ def tables(out: Path) -> str:
                            "ours 1st call s"],
                           lambda r: [r["name"], r["model"], r["n"], f"{r['ours_s']:.2f}",
                                      f"{r['torch_s']:.2f}", f"**{r['speedup']:.2f}x**",
-                                     f"{r['ours_first_s']:.1f}"]),
+                                     f"{r['ours_first_s']:.1f}"] if "iterations" not in r else None),
+             "style": (["method", "model", "iterations", "ours ms/iter", "tutorial ms/iter",
+                        "speed-up per iteration", "tutorial's best loss", "ours: iterations (s) to "
+                        "reach it", "tutorial: s to reach it", "ours 1st call s"],
+                       lambda r: [r["name"], r["model"], r["iterations"],
+                                  f"{1e3 * r['ours_s'] / r['iterations']:.1f}",
+                                  f"{1e3 * r['torch_s'] / r['iterations']:.1f}",
+                                  f"**{r['speedup']:.2f}x**", f"{r['torch_final_loss']:.4g}",
+                                  "not reached" if r["ours_iterations_to_torch_loss"] is None else
+                                  f"{r['ours_iterations_to_torch_loss']} "
+                                  f"({r['ours_s_to_torch_loss']:.2f})",
+                                  f"{r['torch_s_to_its_loss']:.2f}", f"{r['ours_first_s']:.1f}"]
+                       if "iterations" in r else None),
              "checks": (["model", "N", "jit(m(x)) with checks ms", "without ms", "overhead"],
                         lambda r: [r["arch"], r["n"], f"{r['checked_s'] * 1e3:.2f}",
                                    f"{r['unchecked_s'] * 1e3:.2f}", f"{100 * r['overhead']:.1f} %"])}
     for name, (head, cells) in extra.items():
-        if (out / f"{name}.json").exists():
-            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            lines += ["| " + " | ".join(map(str, cells(r))) + " |"
-                      for r in json.loads((out / f"{name}.json").read_text())["rows"]] + [""]
+        f = out / f"{name}.json"
+        if f.exists():
+            rows = [c for c in map(cells, json.loads(f.read_text())["rows"]) if c is not None]
+            if rows:
+                lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                lines += ["| " + " | ".join(map(str, c)) + " |" for c in rows] + [""]
     f = out / "optvis.json"
     if f.exists():
         o = json.loads(f.read_text())
@@ -628,6 +643,10 @@ def main():
             from bench_optimize import bench_optimize
 
             result, name = {"rows": bench_optimize(setup, args.quick)}, "optimize"
+        elif section == "style":
+            from bench_optimize import bench_style
+
+            result, name = {"rows": bench_style(setup, args.quick)}, "style"
         elif section == "scaling":
             result, name = bench_scaling(args.quick), "scaling"
             plot_scaling(result, out / "scaling.png")

@@ -118,6 +118,112 @@ def torch_invert(tm, x, layer_index, steps, lr=0.05, tv=0.5, alpha_w=1e-3, seed=
     return p
 
 
+def torch_style_loop(tm, content, style, content_idx, style_idx, evaluations, normalization,
+                     style_weight, init="content", seed=0):
+    """The PyTorch tutorial's loop: the network truncated after the last loss layer,
+    `optim.LBFGS` defaults (lr 1, no line search, 20 iterations per `step`), the input clamped
+    to [0, 1] in the closure; `evaluations` closure calls. Returns (seconds, losses per call)."""
+    import torch
+    import torch.nn.functional as F
+
+    last = max([*style_idx, content_idx if content_idx is not None else 0])
+    layers = tm.net.features[:last + 1]
+
+    def feats(x):
+        out, h = {}, (x - tm.mean) / tm.std
+        for i, layer in enumerate(layers):
+            h = layer(h)
+            out[i] = h
+        return out
+
+    def gram(f):
+        a, b, c, d = f.size()
+        g = f.view(a * b, c * d) @ f.view(a * b, c * d).t()
+        return g / (a * b * c * d) if normalization == "tutorial" else g / (c * d)
+
+    def layer_loss(g, t):
+        return F.mse_loss(g, t) if normalization == "tutorial" else \
+            ((g - t) ** 2).sum() / (4 * g.shape[0] ** 2)
+
+    with torch.no_grad():
+        fs, fc = feats(style), feats(content)
+        targets = {i: gram(fs[i]) for i in style_idx}
+        ctarget = fc[content_idx] if content_idx is not None else None
+    g = torch.Generator().manual_seed(seed)
+    x = (content.clone() if init == "content" else torch.rand(content.shape, generator=g))
+    x.requires_grad_(True)
+    opt = torch.optim.LBFGS([x])
+    w = 1.0 if normalization == "tutorial" else 1.0 / len(style_idx)
+    losses = []
+
+    def closure():
+        with torch.no_grad():
+            x.clamp_(0, 1)
+        opt.zero_grad()
+        f = feats(x)
+        loss = style_weight * sum(w * layer_loss(gram(f[i]), targets[i]) for i in style_idx)
+        if ctarget is not None:
+            loss = loss + F.mse_loss(f[content_idx], ctarget)
+        loss.backward()
+        losses.append(loss.item())
+        return loss
+
+    t0 = time.perf_counter()
+    while len(losses) < evaluations:
+        opt.step(closure)
+    return time.perf_counter() - t0, losses[:evaluations]
+
+
+def bench_style(setup, quick) -> list[dict]:
+    """Texture synthesis and style transfer against the PyTorch tutorial's L-BFGS loop:
+    seconds per iteration, and seconds to reach the loss the tutorial's loop ends with."""
+    import torch
+
+    import jaxinterp as ji
+
+    torch.set_grad_enabled(True)
+    rows = []
+    cases = [("texture", "vgg-mini", 64, 100), ("style", "vgg-mini", 64, 100)]
+    if not quick:
+        cases += [("style", "vgg16", 128, 100)]
+    for kind, arch, size, n in cases:
+        jm, tm, net, _, _, _ = setup(arch, 1)
+        for p in tm.parameters():
+            p.requires_grad_(False)
+        convs = [i for i, s in enumerate(jm.specs) if s.kind == "conv"]
+        style_idx, content_idx = convs[:5], (convs[3] if kind == "style" else None)
+        d = ji.data.shapes(jax.random.key(5), 2, size=size).images
+        content, style = np.asarray(d[:1]), np.asarray(d[1:])
+        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+        norm = "paper" if kind == "texture" else "tutorial"
+        sw = 1.0 if kind == "texture" else 1e6
+        names = [f"features.{i}" for i in style_idx]
+        if kind == "texture":
+            call = lambda: ji.texture(jm, style, layers=names, steps=n, key=0)  # noqa: E731
+        else:
+            call = lambda: ji.style_transfer(jm, content, style, style_layers=names,  # noqa: E731
+                                             content_layer=f"features.{content_idx}", steps=n)
+        first = _first(lambda: jax.block_until_ready(call().images))
+        t_ours = _median(lambda: jax.block_until_ready(call().images))
+        ours_losses = np.asarray(call().losses[:, 0])
+        runs = sorted(torch_style_loop(tm, to_t(content), to_t(style), content_idx, style_idx, n,
+                                       norm, sw, init="noise" if kind == "texture" else "content",
+                                       seed=s) for s in range(3))
+        t_theirs, theirs_losses = runs[1]  # the median time
+        goal = min(theirs_losses)
+        reached = np.nonzero(ours_losses <= goal)[0]
+        k = int(reached[0]) + 1 if reached.size else None
+        r = {"name": f"{kind} L-BFGS", "model": f"{arch} {size} px", "n": 1, "iterations": n,
+             "ours_s": t_ours, "torch_s": t_theirs, "speedup": t_theirs / t_ours,
+             "ours_first_s": first, "ours_final_loss": float(ours_losses[-1]),
+             "torch_final_loss": float(goal), "ours_iterations_to_torch_loss": k,
+             "ours_s_to_torch_loss": None if k is None else t_ours * k / n,
+             "torch_s_to_its_loss": t_theirs * (int(np.argmin(theirs_losses)) + 1) / n}
+        print(r, flush=True)
+        rows.append(r)
+    return rows
+
+
 def bench_optimize(setup, quick) -> list[dict]:
     """Rows: PGD (vgg-mini, 64 images; 10 and 40 steps; 10 steps x 4 restarts), DeepDream
     (vgg-mini 16 images at 64 px; VGG16 1 image at 224 px), inversion (vgg-mini 4 images)."""

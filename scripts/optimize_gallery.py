@@ -1,11 +1,13 @@
 """Pictures and tables of the README's "DeepDream, inversion, adversarial examples" section.
 
-    python scripts/optimize_gallery.py          # about 5 minutes on the 2-core CPU
+    python scripts/optimize_gallery.py                  # about 15 minutes on the 2-core CPU
+    python scripts/optimize_gallery.py --only style     # dream, inversion, attacks, style
 
 Writes docs/optimize/: dream_shapes.png (the shipped vgg-mini dreaming at three layers),
 dream_vgg16_random.png (a VGG16 with random weights), inversion.png and inversion table (PSNR
 and feature error per layer on held-out shapes images), attack.png and the robustness table
-(FGSM / PGD / targeted PGD success per ε on held-out images), results.json with every number
+(FGSM / PGD / targeted PGD success per ε on held-out images), textures.png and style.png (the
+shipped model and a random VGG16 with average pooling) with the L-BFGS / Adam table, results.json with every number
 and tables.md (the README's tables, made from results.json).
 """
 
@@ -99,6 +101,56 @@ def attacks(m, results):
                      title="PGD L∞, ε = 8/255, 10 steps: clean, adversarial, perturbation")
 
 
+def photo_like(key, size=128):
+    """A photo-like test image: 1/f noise with correlated colours (natural-image statistics)."""
+    h = w = size
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None]
+    scale = 1 / np.maximum(np.sqrt(fx ** 2 + fy ** 2), 1 / size) ** 1.2
+    spec = np.asarray(jax.random.normal(key, (3, h, w // 2 + 1, 2)))
+    img = np.fft.irfft2((spec[..., 0] + 1j * spec[..., 1]) * scale, s=(h, w)).transpose(1, 2, 0)
+    img = img @ np.array([[1.0, 0.8, 0.6], [0.3, 1.0, 0.5], [0.2, 0.4, 1.0]])
+    return np.clip((img - img.mean()) / (4 * img.std()) + 0.5, 0, 1).astype(np.float32)
+
+
+def styles(m, results):
+    d = np.asarray(ji.data.shapes(jax.random.key(TEST_SEED), 4, start=50, size=128).images)
+    photo = photo_like(jax.random.key(1))
+    sources = [d[0], d[1], photo]
+    tex = np.asarray(ji.texture(m, sources, steps=300, key=0).images)
+    rnd = ji.load_model("vgg16", key=jax.random.key(0)).with_pool("avg")
+    tex_rnd = np.asarray(ji.texture(rnd, sources, steps=300, key=0).images)
+    viz.panel_figure([list(sources), list(tex), list(tex_rnd)],
+                     ["shapes image", "shapes image", "photo-like (1/f noise)"],
+                     ["source", "vgg-mini", "VGG16 random,\navg pooling"], OUT / "textures.png",
+                     title="Gram-matrix textures (L-BFGS, 300 iterations, 128 px)", panel=2.4)
+    content, style = d[2:4], np.stack([d[0], photo])
+    out = np.asarray(ji.style_transfer(m, content, style, steps=300).images)
+    out_rnd = np.asarray(ji.style_transfer(rnd, content, style, steps=300).images)
+    viz.panel_figure([[content[i], style[i], out[i], out_rnd[i]] for i in range(2)],
+                     ["content", "style", "vgg-mini", "VGG16 random, avg pool"],
+                     ["pair 0", "pair 1"], OUT / "style.png",
+                     title="style transfer (tutorial normalization and weights, L-BFGS, 300 "
+                     "iterations, 128 px)", panel=2.4)
+    # L-BFGS against Adam: iterations to reach given fractions of the starting style loss
+    x = np.asarray(ji.data.shapes(jax.random.key(TEST_SEED), 4, start=60).images)
+    curves = {}
+    for name, kw in [("L-BFGS", dict()), ("Adam lr 0.02", dict(optimizer="adam")),
+                     ("Adam lr 0.05", dict(optimizer="adam", lr=0.05))]:
+        curves[name] = np.asarray(ji.texture(m, x, steps=500, key=0, **kw).losses)  # [500, 4]
+    start = curves["L-BFGS"][0]
+    rows = []
+    for frac in (1e-1, 1e-2, 1e-3):
+        row = {"loss_fraction": frac}
+        for name, c in curves.items():
+            hit = c <= frac * start  # [steps, images]
+            its = [int(np.argmax(h)) + 1 if h.any() else None for h in hit.T]
+            row[name] = None if None in its else float(np.median(its))
+        rows.append(row)
+        print(row, flush=True)
+    results["style"] = {"texture_steps": 300, "size": 128, "optimizers": rows,
+                        "optimizer_images": len(x)}
+
+
 def tables(results) -> str:
     """The README's Markdown tables from results.json."""
     inv = results["inversion"]
@@ -119,17 +171,35 @@ def tables(results) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{100 * r:.1f} %" for r in rates) + " |")
     l2 = next(k for k in a if k.startswith("PGD L2"))
     lines += ["", f"{l2}: " + ", ".join(f"{100 * r:.1f} %" for r in a[l2]) + "."]
+    if "style" in results:
+        st = results["style"]
+        names = [k for k in st["optimizers"][0] if k != "loss_fraction"]
+        lines += ["", f"Texture synthesis, median iterations over {st['optimizer_images']} "
+                  "`shapes` images (64 px, vgg-mini) to bring the style loss to a fraction of "
+                  "its start (— : not within 500):", "",
+                  "| loss / start | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for r in st["optimizers"]:
+            lines.append(f"| {r['loss_fraction']:g} | " + " | ".join(
+                "—" if r[n] is None else f"{r[n]:.0f}" for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
+SECTIONS = {"dream": dreams, "inversion": inversion, "attacks": attacks, "style": styles}
+
+
 def main():
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", default=None, help="comma list of: " + ",".join(SECTIONS))
+    args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     m = ji.load_model()
-    results = {}
-    dreams(m, results)
-    inversion(m, results)
-    attacks(m, results)
-    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    f = OUT / "results.json"
+    results = json.loads(f.read_text()) if f.exists() else {}  # a partial run updates its part
+    for name in (args.only.split(",") if args.only else SECTIONS):
+        SECTIONS[name](m, results)
+    f.write_text(json.dumps(results, indent=1))
     (OUT / "tables.md").write_text(tables(results))
     print(f"wrote {OUT}")
 

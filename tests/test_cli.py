@@ -345,3 +345,32 @@ def test_attack_table_pictures_and_errors(tmp_path):
                      (["--eps", "2"], "eps must be in [0, 1]"), (["--target", "dog"], "--target")):
         r = jaxinterp("attack", *bad, "--out", str(tmp_path / "y"))
         assert r.returncode == 2 and msg in r.stderr, (bad, r.stderr)
+
+
+def test_texture_and_style_commands(tmp_path):
+    from jaxinterp.images import save_image
+
+    import jax
+
+    import jaxinterp as ji
+
+    b = ji.data.shapes(jax.random.key(77), 2)
+    save_image(np.asarray(b.images[0]), tmp_path / "a.png")
+    save_image(np.asarray(b.images[1]), tmp_path / "b.png")
+    r = jaxinterp("texture", str(tmp_path / "a.png"), "--steps", "12", "--snapshots", "3",
+                  "--out", str(tmp_path / "tex"))
+    assert r.returncode == 0, r.stderr
+    first, final = (float(v) for v in r.stdout.split("loss ")[1].split(" (")[0].split(" -> "))
+    assert final < first / 10
+    assert {p.name for p in (tmp_path / "tex").iterdir()} == {"run.json", "style.png",
+                                                               "texture.png", "snapshots.png"}
+    r = jaxinterp("style", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--steps", "6",
+                  "--snapshots", "2", "--optimizer", "adam", "--out", str(tmp_path / "sty"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "sty" / "style.png").exists() and (tmp_path / "sty" / "content.png").exists()
+    r = jaxinterp("style", str(tmp_path / "a.png"), str(tmp_path / "nope.png"),
+                  "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "nope.png" in r.stderr and not (tmp_path / "x").exists()
+    r = jaxinterp("texture", str(tmp_path / "a.png"), "--layers", "conv9", "--out",
+                  str(tmp_path / "x"))
+    assert r.returncode == 2 and "unknown layer 'conv9'" in r.stderr

@@ -40,12 +40,17 @@ def test_lbfgs_runs_in_the_loop_and_equals_optax_documented_loop():
         out = jax.jit(lambda p: ji.optimize(rosenbrock, p, steps=50, optimizer=opt))(start)
         # optax's documented L-BFGS loop (optax docs, "L-BFGS"), in Python
         f = lambda q: rosenbrock(q)[0].sum()
-        p, s = start, opt.init(start)
         vg = optax.value_and_grad_from_state(f)
-        for _ in range(50):
+
+        @jax.jit
+        def doc_step(p, s):
             v, g = vg(p, state=s)
             u, s = opt.update(g, s, p, value=v, grad=g, value_fn=f)
-            p = optax.apply_updates(p, u)
+            return optax.apply_updates(p, u), s
+
+        p, s = start, opt.init(start)
+        for _ in range(50):
+            p, s = doc_step(p, s)
         np.testing.assert_allclose(out.params, p, rtol=1e-9)
         assert float(rosenbrock(out.params)[0].sum()) < 1e-6  # L-BFGS solves it; Adam does not
         adam = jax.jit(lambda p: ji.optimize(rosenbrock, p, steps=30,
