@@ -1,7 +1,8 @@
 """jaxinterp: neural-network interpretability for JAX and Flax."""
 
-from jaxinterp import (adversarial, attribution, checks, data, evaluation, images, optvis, rules,
-                       synthesis, targets, viz)
+from jaxinterp import (adversarial, attribution, checks, concepts, data, evaluation, images, optvis,
+                       rules, synthesis, targets, viz)
+from jaxinterp.concepts import dissect, embed_2d, nearest_neighbors, tcav, top_activating
 from jaxinterp.adversarial import fgsm, pgd, robustness
 from jaxinterp._xla import compiler_options
 from jaxinterp.attribution import (cam, deconvnet, grad_cam, guided_backprop, guided_grad_cam,
@@ -19,6 +20,12 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "adversarial",
+    "concepts",
+    "dissect",
+    "embed_2d",
+    "nearest_neighbors",
+    "tcav",
+    "top_activating",
     "deepdream",
     "fgsm",
     "gram",

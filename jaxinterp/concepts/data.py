@@ -1,0 +1,74 @@
+"""Streaming a data set through a layer: batches of `Shapes` (or images) and their concept maps."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinterp._xla import tuned_jit
+from jaxinterp.data import shapes_dataset as shapes_lib
+
+# The concepts of `shapes` (a tiny Broden): (name, category), in the order of the concept axis.
+CONCEPTS = tuple([(c, "shape") for c in shapes_lib.CLASSES]
+                 + [(c, "color") for c in shapes_lib.COLOR_NAMES]
+                 + [(t, "texture") for t in shapes_lib.TEXTURES])
+CATEGORIES = ("shape", "color", "texture")
+
+
+def concept_maps(batch) -> jax.Array:
+    """Pixel labels of every concept, bool `[N, H, W, len(CONCEPTS)]` (shape: the object's mask
+    where the image is of that class; colour and texture: their maps)."""
+    for field in ("mask", "color_map", "texture_map", "labels"):
+        if not hasattr(batch, field):
+            raise ValueError(f"dissection needs pixel concept labels: a ji.data.shapes batch "
+                             f"(with mask, color_map, texture_map), got {type(batch).__name__}")
+    shape = (batch.mask[..., None] &
+             (batch.labels[:, None, None, None] == jnp.arange(len(shapes_lib.CLASSES))))
+    color = batch.color_map[..., None] == jnp.arange(len(shapes_lib.COLOR_NAMES))
+    texture = batch.texture_map[..., None] == jnp.arange(len(shapes_lib.TEXTURES))
+    return jnp.concatenate([shape, color, texture], -1)
+
+
+def batches(data: Any, batch_size: int | None = None) -> Callable[[], Iterator]:
+    """A factory of fresh iterators over `data`'s batches (several passes need several iterators).
+
+    Args:
+      data: a `Shapes` batch (split into `batch_size` chunks), an image array `[N, H, W, 3]`
+        (likewise), a list / tuple of batches, or a callable returning a fresh iterator of
+        batches (streamed: the data set need not fit in memory). A one-shot iterator (a
+        generator object) is refused when more than one pass is needed — pass a function.
+      batch_size: chunk size for a single batch or array (default 64).
+    Returns:
+      A function returning an iterator of batches.
+    """
+    size = batch_size or 64
+    if isinstance(data, shapes_lib.Shapes) or (hasattr(data, "shape") and np.ndim(data) == 4):
+        n = data.images.shape[0] if isinstance(data, shapes_lib.Shapes) else data.shape[0]
+
+        def split():
+            for s in range(0, n, size):
+                yield jax.tree_util.tree_map(lambda a: a[s:s + size], data)
+        return split
+    if callable(data):
+        return data
+    if isinstance(data, (list, tuple)):
+        if not data:
+            raise ValueError("data is empty")
+        return lambda: iter(data)
+    raise TypeError("data must be a Shapes batch, an image array [N, H, W, 3], a list of "
+                    "batches, or a function returning a fresh iterator of batches (a generator "
+                    f"object can be read only once); got {type(data).__name__}")
+
+
+def images_of(batch) -> jax.Array:
+    """The images of a batch (a `Shapes` batch or an image array)."""
+    return batch.images if hasattr(batch, "images") else batch
+
+
+@tuned_jit(static_argnames=("name",))
+def layer_output(m, x, name):
+    """Layer `name`'s output for images `x` (one compiled program per layer and shape)."""
+    return m(x, check=False)[1][name]

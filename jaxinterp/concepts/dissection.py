@@ -1,0 +1,168 @@
+"""Network dissection (Bau et al. 2017; NetDissect-Lite's formulas) over a streamed data set.
+
+Pass 1 keeps, per unit, the running top values of its activations over every position of every
+image — exactly as many as the quantile needs — so the threshold is exact (`np.quantile`'s
+linear interpolation), in memory proportional to `quantile` x the data set. Pass 2 upsamples
+each activation map bilinearly to the label resolution, thresholds it, and accumulates
+intersections and unions with every concept's pixel labels. Both passes are one compiled call
+per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinterp._xla import tuned_jit
+from jaxinterp.checks import check_count, check_real
+from jaxinterp.concepts.data import (CATEGORIES, CONCEPTS, batches, concept_maps, images_of,
+                                     layer_output)
+
+
+class Dissection(NamedTuple):
+    """One layer's dissection; arrays have one entry per unit.
+
+    Attributes:
+      layer: the layer's torchvision name.
+      concept: the index of each unit's best concept in `CONCEPTS`.
+      concept_name: its name ("star", "red", "stripes", ...).
+      category: its category ("shape", "color", "texture").
+      iou: the best concept's IoU.
+      detector: iou > iou_threshold.
+      threshold: the unit's activation threshold (its top-`quantile` value).
+      ious: the IoU with every concept `[units, len(CONCEPTS)]`.
+    """
+
+    layer: str
+    concept: np.ndarray
+    concept_name: np.ndarray
+    category: np.ndarray
+    iou: np.ndarray
+    detector: np.ndarray
+    threshold: np.ndarray
+    ious: np.ndarray
+
+
+@tuned_jit(static_argnames=("name", "k"))
+def _top_update(m, x, top, name, k):
+    a = layer_output(m, x, name)
+    a = a.reshape(-1, a.shape[-1]).T  # [units, positions]
+    return jax.lax.top_k(jnp.concatenate([top, a.astype(top.dtype)], 1), k)[0]
+
+
+@tuned_jit(static_argnames=("name",))
+def _overlap(m, x, labels, threshold, name):
+    a = layer_output(m, x, name)
+    n, h, w = labels.shape[:3]
+    up = jax.image.resize(a, (n, h, w, a.shape[-1]), "bilinear")
+    mask = (up >= threshold).astype(jnp.float32)  # [n, h, w, units]
+    lab = labels.astype(jnp.float32)  # [n, h, w, concepts]
+    inter = jnp.einsum("nhwu,nhwc->uc", mask, lab)
+    union_unit = jnp.einsum("nu,nc->uc", mask.sum((1, 2)), (lab.sum((1, 2)) > 0))
+    return inter, union_unit, lab.sum((0, 1, 2))
+
+
+def quantile_rank(count: int, quantile: float) -> tuple[int, float]:
+    """(k, frac): `np.quantile(v, 1 - quantile)` of `count` values is `d[k-1] + frac *
+    (d[k-2] - d[k-1])` with `d` the values in descending order."""
+    p = (count - 1) * (1.0 - quantile)
+    lo = math.floor(p)
+    return count - lo, p - lo
+
+
+def dissect(m, layers: str | Sequence[str], data: Any, *, quantile: float = 0.005,
+            iou_threshold: float = 0.04, batch_size: int = 64,
+            progress: Callable | None = None) -> dict[str, Dissection]:
+    """Which concept each unit of `layers` detects: NetDissect's IoU with pixel labels.
+
+    Args:
+      m: the model.
+      layers: a layer name or alias, or several.
+      data: `shapes` batches with pixel labels: a `Shapes` batch, a list of them, or a function
+        returning a fresh iterator of them (streamed; read in two passes, plus one that counts
+        the images when the data is a function).
+      quantile: each unit's threshold is the top `quantile` of its activations over every
+        position of every image (NetDissect's 0.005), exact.
+      iou_threshold: a unit is a detector of its best concept when IoU > this (0.04).
+      batch_size: images per compiled call when `data` is one batch.
+      progress: wraps each pass's iterator (e.g. `tqdm`); called as `progress(iterator, desc)`.
+    Returns:
+      `{layer: Dissection}` in the order given (keys as given: names or aliases).
+    """
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    if not layers:
+        raise ValueError("layers must name at least one layer")
+    names = {layer: m.resolve(layer) for layer in layers}
+    check_real(quantile, "quantile", 0.0)
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    check_count(batch_size, "batch_size", 1)
+    fresh = batches(data, batch_size)
+    wrap = progress or (lambda it, desc: it)
+    shapes = {}
+    count = 0
+    for b in fresh():  # count images (and check the maps) before the quantile pass
+        concept_maps(b)
+        x = images_of(b)
+        count += x.shape[0]
+        shapes.setdefault("size", x.shape[1:3])
+    if count == 0:
+        raise ValueError("data holds no images")
+    for layer, name in names.items():
+        out = jax.eval_shape(lambda m, x: layer_output(m, x, name), m,
+                             jax.ShapeDtypeStruct((1, *shapes["size"], 3), jnp.float32))
+        if len(out.shape) != 4:
+            raise ValueError(f"layer {layer!r} has no spatial maps (shape {out.shape}); dissect "
+                             f"conv, ReLU or pool layers")
+        shapes[layer] = out.shape
+    # pass 1: the exact per-unit quantile from a running top-k
+    tops, ranks = {}, {}
+    for layer, name in names.items():
+        _, h, w, u = shapes[layer]
+        ranks[layer] = quantile_rank(count * h * w, quantile)
+        tops[layer] = jnp.full((u, ranks[layer][0]), -jnp.inf, jnp.float32)
+    for b in wrap(fresh(), "dissect: thresholds"):
+        x = jnp.asarray(images_of(b))
+        for layer, name in names.items():
+            tops[layer] = _top_update(m, x, tops[layer], name, ranks[layer][0])
+    thresholds = {}
+    for layer, top in tops.items():
+        k, frac = ranks[layer]
+        top = np.asarray(top, np.float64)
+        t = top[:, k - 1]
+        if k >= 2:
+            t = t + frac * (top[:, k - 2] - t)
+        thresholds[layer] = t.astype(np.float32)
+    # pass 2: intersections and unions, accumulated in float64 on the host
+    acc = {layer: [0.0, 0.0, 0.0] for layer in names}
+    for b in wrap(fresh(), "dissect: IoU"):
+        x, labels = jnp.asarray(images_of(b)), concept_maps(b)
+        for layer, name in names.items():
+            stats = _overlap(m, x, labels, jnp.asarray(thresholds[layer]), name)
+            acc[layer] = [a + np.asarray(s, np.float64) for a, s in zip(acc[layer], stats)]
+    out = {}
+    for layer, name in names.items():
+        inter, union_unit, label_px = acc[layer]
+        ious = inter / (union_unit + label_px[None] - inter + 1e-10)
+        best = ious.argmax(1)
+        iou = ious[np.arange(len(best)), best]
+        out[layer] = Dissection(
+            name, best, np.array([CONCEPTS[c][0] for c in best]),
+            np.array([CONCEPTS[c][1] for c in best]), iou, iou > iou_threshold,
+            thresholds[layer], ious)
+    return out
+
+
+def summary(results: dict[str, Dissection]) -> list[dict]:
+    """Detectors per layer and category: `[{layer, units, shape, color, texture, detectors}]`."""
+    rows = []
+    for layer, r in results.items():
+        row = {"layer": layer, "units": int(len(r.iou)), "detectors": int(r.detector.sum())}
+        for cat in CATEGORIES:
+            row[cat] = int((r.detector & (r.category == cat)).sum())
+        rows.append(row)
+    return rows
