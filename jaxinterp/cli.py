@@ -12,6 +12,11 @@
     jaxinterp attack [IMAGE ...] --eps 2/255,8/255 --out DIR   FGSM / PGD and a success table
     jaxinterp texture STYLE --out DIR                   Gram-matrix texture synthesis
     jaxinterp style CONTENT STYLE --out DIR             neural style transfer
+    jaxinterp dissect --layers L1,L2 --samples 2000 --out DIR   network dissection on shapes
+    jaxinterp top --layer L --channel 0-7 --out F.png   top-activating patches per unit
+    jaxinterp neighbors [IMAGE ...] --layer L --out F.png   nearest neighbours in feature space
+    jaxinterp embed --layer L --method tsne --out F.png   a 2-D map of the data set
+    jaxinterp tcav --layer L --concept color:red --target star   TCAV with a t-test
 """
 
 from __future__ import annotations
@@ -722,6 +727,183 @@ def cmd_style(args) -> int:
                     "avg_pool")})
 
 
+def _shapes_stream(args, m, seed=None, start=0):
+    """A factory of iterators over `args.samples` shapes images (streamed, `args.batch` at a
+    time) and a progress wrapper for the concept functions."""
+    import jax
+
+    import jaxinterp as ji
+
+    key, n, batch = jax.random.key(args.seed if seed is None else seed), args.samples, args.batch
+
+    def stream():
+        for s in range(0, n, batch):
+            yield ji.data.shapes(key, min(batch, n - s), start=start + s, size=m.input_size[0])
+
+    chunks = -(-n // batch)
+    wrap = lambda it, desc: progress(it, desc=desc, unit="batch", total=chunks,  # noqa: E731
+                                     disable=chunks <= 1)
+    return stream, wrap
+
+
+def cmd_dissect(args) -> int:
+    import json
+
+    import jaxinterp as ji
+    from jaxinterp.concepts import figures
+
+    def body(run, m):
+        layers = args.layers or [s.alias or s.name for s in m.specs if s.kind == "relu"
+                                 and s.name.startswith("features")]
+        stream, wrap = _shapes_stream(args, m)
+        results = ji.dissect(m, layers, stream, quantile=args.quantile,
+                             iou_threshold=args.iou_threshold, progress=wrap)
+        rows = ji.concepts.summary(results)
+        print(f"{'layer':<10}{'units':>6}{'detectors':>10}{'shape':>7}{'color':>7}{'texture':>8}")
+        for r in rows:
+            print(f"{r['layer']:<10}{r['units']:>6}{r['detectors']:>10}{r['shape']:>7}"
+                  f"{r['color']:>7}{r['texture']:>8}")
+        units = {}
+        for layer, r in results.items():
+            units[layer] = [{"unit": u, "concept": str(r.concept_name[u]),
+                             "category": str(r.category[u]), "iou": float(r.iou[u]),
+                             "detector": bool(r.detector[u]), "threshold": float(r.threshold[u])}
+                            for u in range(len(r.iou))]
+            if args.figures:
+                best = [int(u) for u in (-r.iou).argsort()[:args.show]]
+                top = ji.top_activating(m, layer, best, stream, k=4, patches=False)
+                figures.dissection_figure(m, r, top, run.path(f"{layer}.png"),
+                                          title=f"{layer}: the {len(best)} units of highest IoU, "
+                                          "their top images, mask outlined")
+        with open(run.path("units.json"), "w") as f:
+            json.dump(units, f, indent=1)
+        record = {"samples": args.samples, "seed": args.seed, "quantile": args.quantile,
+                  "iou_threshold": args.iou_threshold, "summary": rows}
+        return record, f"dissected {len(results)} layers on {args.samples} images; wrote"
+
+    return _run_dir_command(args, "dissect", body)
+
+
+def cmd_top(args) -> int:
+    import jaxinterp as ji
+    from jaxinterp.concepts import figures
+
+    if Path(args.out).exists() and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
+    m = ji.load_model(args.model)
+    name = m.resolve(args.layer)
+    units = _parse_units(args.channel, m, name, "channel")[: args.max_units]
+    stream, wrap = _shapes_stream(args, m)
+    top = ji.top_activating(m, args.layer, units, stream, k=args.k, progress=wrap)
+    labels = [f"{args.layer}:{u}" for u in units]
+    _save_new(lambda _, path: figures.top_activating_figure(
+        top, path, labels, title=f"top-{args.k} {'patches' if top.patches is not None else 'images'}"
+        f" of {args.samples} shapes images"), None, args.out, args.force)
+    print(f"wrote the top {args.k} of {len(units)} units of {args.layer} to {args.out}")
+    return 0
+
+
+def cmd_neighbors(args) -> int:
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp import viz
+    from jaxinterp.images import load_image
+
+    if Path(args.out).exists() and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
+    m = ji.load_model(args.model)
+    if args.images:
+        queries = np.stack([load_image(p, m.input_size, fit=args.fit) for p in args.images])
+        names = [Path(p).stem for p in args.images]
+    else:
+        q = ji.data.shapes(__import__("jax").random.key(args.seed + 1), args.queries)
+        queries = np.asarray(q.images)
+        names = [f"query {i} ({ji.data.CLASSES[int(c)]})" for i, c in enumerate(q.labels)]
+    stream, wrap = _shapes_stream(args, m)
+    idx, dist = ji.nearest_neighbors(m, args.layer, queries, stream, k=args.k,
+                                     metric=args.metric, progress=wrap)
+    found = ji.concepts.patches._gather(stream, idx)
+    labels = np.concatenate([np.asarray(b.labels) for b in stream()])
+    panels = [[queries[i], *found[i]] for i in range(len(queries))]
+    titles = [["query"] + [f"{ji.data.CLASSES[labels[j]]} d={d:.3g}" for j, d in
+                           zip(idx[i], dist[i])] for i in range(len(queries))]
+    _save_new(lambda _, path: viz.panel_figure(panels, titles, names, path,
+                                               title=f"nearest neighbours in {args.layer} "
+                                               f"({args.metric}) among {args.samples} images"),
+              None, args.out, args.force)
+    for i, n in enumerate(names):
+        print(f"{n}: " + ", ".join(f"#{j} {ji.data.CLASSES[labels[j]]} {d:.3g}"
+                                   for j, d in zip(idx[i], dist[i])))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp.concepts import figures
+
+    if Path(args.out).exists() and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
+    m = ji.load_model(args.model)
+    stream, wrap = _shapes_stream(args, m)
+    feats = ji.concepts.features(m, args.layer, stream, progress=wrap)
+    points = ji.embed_2d(feats, method=args.method, key=args.seed)
+    images = np.concatenate([np.asarray(b.images) for b in stream()])
+    labels = np.concatenate([np.asarray(b.labels) for b in stream()])
+    _save_new(lambda _, path: figures.embedding_figure(
+        points, images, path, title=f"{args.method} of {args.layer} ({len(images)} shapes images)",
+        labels=labels, classes=ji.data.CLASSES), None, args.out, args.force)
+    print(f"wrote a {args.method} map of {len(images)} images to {args.out}")
+    return 0
+
+
+def _concept_spec(text: str) -> tuple[str, str]:
+    """argparse type of `--concept`: CATEGORY:NAME, e.g. shape:star, color:red, texture:dots."""
+    from jaxinterp.data import shapes_dataset as sd
+
+    names = {"shape": sd.CLASSES, "color": sd.COLOR_NAMES, "texture": sd.TEXTURES}
+    cat, _, name = text.partition(":")
+    if cat not in names or name not in names[cat]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use shape:NAME ({', '.join(sd.CLASSES)}), color:NAME "
+            f"({', '.join(sd.COLOR_NAMES)}) or texture:NAME ({', '.join(sd.TEXTURES)})")
+    return cat, name
+
+
+def cmd_tcav(args) -> int:
+    import jax
+    import numpy as np
+
+    import jaxinterp as ji
+    from jaxinterp.data import shapes_dataset as sd
+
+    m = ji.load_model(args.model)
+    d = ji.data.shapes(jax.random.key(args.seed), args.samples)
+    field = {"shape": "labels", "color": "colors", "texture": "textures"}
+    names = {"shape": sd.CLASSES, "color": sd.COLOR_NAMES, "texture": sd.TEXTURES}
+    x = np.asarray(d.images)
+    labels = np.asarray(d.labels)
+    target = _targets(args.target, m, np.zeros((1, m.num_classes)))[0]
+    half = len(x) // 2  # concepts and random sets from one half, tested inputs from the other
+    inputs = x[half:][labels[half:] == target][: args.inputs]
+    pool = x[:half][: args.random]
+    if len(inputs) < 2:
+        raise ValueError(f"--samples {args.samples} holds fewer than 2 images of class "
+                         f"{m.classes[target]} to test; use more samples")
+    print(f"{'concept':<20}{'TCAV':>7}{'random':>8}{'p':>10}  significant (alpha {args.alpha:g})")
+    for cat, name in args.concept:
+        value = names[cat].index(name)
+        concept = x[:half][np.asarray(getattr(d, field[cat]))[:half] == value][: args.concept_size]
+        r = ji.tcav(m, args.layer, concept, pool, inputs, int(target), runs=args.runs,
+                    alpha=args.alpha, key=args.seed)
+        print(f"{cat + ':' + name:<20}{r.score:>7.3f}{r.random_scores.mean():>8.3f}"
+              f"{r.p_value:>10.2g}  {'yes' if r.significant else 'no'}")
+    return 0
+
+
 def _save_new(save, image, path, force):
     from jaxinterp.outputs import write_file
 
@@ -976,6 +1158,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tv-weight", type=nonnegative_float, default=0.0)
     p.add_argument("--init", choices=["content", "noise"], default="content")
     p.set_defaults(func=cmd_style)
+
+    def shapes_data(p, samples, batch=64):
+        p.add_argument("--model", default=None, help="model name or checkpoint (default vgg-mini)")
+        p.add_argument("--samples", type=positive_int, default=samples,
+                       help="shapes images in the data set (generated, streamed)")
+        p.add_argument("--seed", type=nonnegative_int, default=1000003,
+                       help="seed of the shapes data set (default: the held-out seed)")
+        p.add_argument("--batch", type=positive_int, default=batch, help="images per compiled call")
+
+    p = sub.add_parser("dissect", help="network dissection on shapes (NetDissect's IoU)")
+    shapes_data(p, 2000)
+    p.add_argument("--layers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
+                   default=None, help="comma-separated layers (default: every ReLU)")
+    p.add_argument("--quantile", type=positive_float, default=0.005)
+    p.add_argument("--iou-threshold", type=nonnegative_float, default=0.04)
+    p.add_argument("--show", type=positive_int, default=8, help="units per layer figure")
+    p.add_argument("--out", required=True, help="output directory (see --force)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a previous jaxinterp output at --out (never other files)")
+    p.add_argument("--no-figures", dest="figures", action="store_false")
+    p.set_defaults(func=cmd_dissect)
+
+    p = sub.add_parser("top", help="the images / patches that activate units most")
+    shapes_data(p, 1000)
+    p.add_argument("--layer", required=True, help="layer name or alias")
+    p.add_argument("--channel", type=channel_spec, default=None, help="units (default: all)")
+    p.add_argument("--max-units", type=positive_int, default=16, help="at most this many rows")
+    p.add_argument("--k", type=positive_int, default=9, help="images per unit")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=cmd_top)
+
+    p = sub.add_parser("neighbors", help="nearest neighbours of images in a layer's features")
+    p.add_argument("images", nargs="*", help="query images (default: --queries shapes images)")
+    shapes_data(p, 1000)
+    p.add_argument("--fit", choices=["resize", "crop"], default="resize")
+    p.add_argument("--queries", type=positive_int, default=4, help="shapes queries if no image")
+    p.add_argument("--layer", default="gap", help="layer name or alias (flattened)")
+    p.add_argument("--k", type=positive_int, default=5)
+    p.add_argument("--metric", choices=["l2", "cosine"], default="l2")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=cmd_neighbors)
+
+    p = sub.add_parser("embed", help="a 2-D map (PCA, t-SNE, UMAP) of a layer's features")
+    shapes_data(p, 500)
+    p.add_argument("--layer", default="gap", help="layer name or alias (flattened)")
+    p.add_argument("--method", choices=["pca", "tsne", "umap"], default="pca",
+                   help="tsne / umap need the extra: pip install \"jaxinterp[concepts]\"")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("tcav", help="TCAV: does a concept matter to a class? (t-test)")
+    shapes_data(p, 2000)
+    p.add_argument("--layer", default="relu3_2", help="layer name or alias (bottleneck)")
+    p.add_argument("--concept", type=_concept_spec, action="append", required=True,
+                   help="shape:NAME, color:NAME or texture:NAME (repeat for several)")
+    p.add_argument("--target", required=True, help="class index or name")
+    p.add_argument("--runs", type=positive_int, default=10, help="random sets")
+    p.add_argument("--alpha", type=positive_float, default=0.05, help="significance level")
+    p.add_argument("--concept-size", type=positive_int, default=30, help="concept examples")
+    p.add_argument("--random", type=positive_int, default=300, help="random pool size")
+    p.add_argument("--inputs", type=positive_int, default=40, help="class images tested")
+    p.set_defaults(func=cmd_tcav)
     return ap
 
 

@@ -374,3 +374,32 @@ def test_texture_and_style_commands(tmp_path):
     r = jaxinterp("texture", str(tmp_path / "a.png"), "--layers", "conv9", "--out",
                   str(tmp_path / "x"))
     assert r.returncode == 2 and "unknown layer 'conv9'" in r.stderr
+
+
+def test_concept_commands(tmp_path):
+    r = jaxinterp("dissect", "--samples", "128", "--layers", "relu1_1,relu4_2", "--show", "2",
+                  "--out", str(tmp_path / "dis"))
+    assert r.returncode == 0, r.stderr
+    import json
+
+    run = json.loads((tmp_path / "dis" / "run.json").read_text())
+    rows = {row["layer"]: row for row in run["summary"]}
+    assert rows["relu1_1"]["color"] > 0 and rows["relu4_2"]["shape"] > 0
+    units = json.loads((tmp_path / "dis" / "units.json").read_text())
+    assert len(units["relu4_2"]) == 128 and (tmp_path / "dis" / "relu4_2.png").exists()
+    r = jaxinterp("top", "--layer", "relu3_2", "--channel", "0,1", "--samples", "64", "--k", "3",
+                  "--out", str(tmp_path / "top.png"))
+    assert r.returncode == 0 and (tmp_path / "top.png").exists(), r.stderr
+    r = jaxinterp("neighbors", "--samples", "128", "--queries", "2", "--out",
+                  str(tmp_path / "nn.png"))
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith("query")]
+    for line in lines:  # neighbours of the shipped model's last features share the class
+        cls = line.split("(")[1].split(")")[0]
+        assert line.split(": ", 1)[1].count(f" {cls} ") >= 4, line
+    r = jaxinterp("embed", "--samples", "64", "--out", str(tmp_path / "emb.png"))
+    assert r.returncode == 0 and (tmp_path / "emb.png").exists(), r.stderr
+    r = jaxinterp("tcav", "--concept", "shape:star", "--concept", "color:nope", "--target", "star")
+    assert r.returncode == 2 and "color:NAME" in r.stderr
+    r = jaxinterp("dissect", "--layers", "fc", "--samples", "8", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "no spatial maps" in r.stderr and not (tmp_path / "x").exists()

@@ -46,6 +46,7 @@ class TopActivating(NamedTuple):
     """The k data-set images that activate each unit most.
 
     Attributes:
+      units: the units (channels), in the order of the first axis.
       indices: image indices in the data's order `[units, k]`, best first.
       values: the unit's largest activation over positions in each `[units, k]`.
       positions: the map position (row, column) of that maximum `[units, k, 2]`.
@@ -56,6 +57,7 @@ class TopActivating(NamedTuple):
         `[units, k, S, S, 3]` (None without `patches`).
     """
 
+    units: np.ndarray
     indices: np.ndarray
     values: np.ndarray
     positions: np.ndarray | None
@@ -142,7 +144,7 @@ def top_activating(m, layer: str, units: int | Sequence[int] | None, data: Any, 
                 t, l_, bt, r = boxes[i, j]
                 dy, dx = t - lo[i, j, 0], l_ - lo[i, j, 1]
                 cut[i, j, dy:dy + bt - t, dx:dx + r - l_] = chosen[i, j, t:bt, l_:r]
-    return TopActivating(indices, values, positions, boxes, chosen, cut)
+    return TopActivating(np.asarray(units), indices, values, positions, boxes, chosen, cut)
 
 
 def _gather(fresh, indices: np.ndarray) -> np.ndarray:
