@@ -15,7 +15,8 @@ against SmoothGrad samples / IG steps, and peak memory with and without `batch_s
 
 Optimization (`--only optimize,style`, scripts/bench_optimize.py): PGD, DeepDream and feature
 inversion against the same algorithms written as PyTorch loops; texture synthesis and style
-transfer against the PyTorch tutorial's L-BFGS loop. Also: jaxinterp's compiler options against XLA's defaults per method (`--only options`), and
+transfer against the PyTorch tutorial's L-BFGS loop; dissection against a NetDissect-Lite-style
+loop (`--only concepts`, scripts/bench_concepts.py). Also: jaxinterp's compiler options against XLA's defaults per method (`--only options`), and
 the cost of the value checks compiled into a user's jit (`--only checks`).
 
 Each section writes its own file, docs/bench/<section>.json (attribution-vgg-mini.json, ...,
@@ -531,7 +532,8 @@ def machine() -> str:
             f"{__import__('captum').__version__}")
 
 
-SECTIONS = ("vgg-mini", "vgg16", "optvis", "optimize", "style", "scaling", "options", "checks")
+SECTIONS = ("vgg-mini", "vgg16", "optvis", "optimize", "style", "concepts", "scaling", "options",
+            "checks")
 
 
 def tables(out: Path) -> str:
@@ -564,6 +566,11 @@ def tables(out: Path) -> str:
                                   f"({r['ours_s_to_torch_loss']:.2f})",
                                   f"{r['torch_s_to_its_loss']:.2f}", f"{r['ours_first_s']:.1f}"]
                        if "iterations" in r else None),
+             "concepts": (["dissection (vgg-mini, 4 layers, 240 units)", "images", "s",
+                           "images/s", "speed-up", "peak RSS MB"],
+                          lambda r: [r["side"], r["images"], f"{r['seconds']:.1f}",
+                                     f"{r['images_per_s']:.1f}", f"**{r['speedup']:.1f}x**",
+                                     "—" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"]),
              "checks": (["model", "N", "jit(m(x)) with checks ms", "without ms", "overhead"],
                         lambda r: [r["arch"], r["n"], f"{r['checked_s'] * 1e3:.2f}",
                                    f"{r['unchecked_s'] * 1e3:.2f}", f"{100 * r['overhead']:.1f} %"])}
@@ -643,6 +650,10 @@ def main():
             from bench_optimize import bench_optimize
 
             result, name = {"rows": bench_optimize(setup, args.quick)}, "optimize"
+        elif section == "concepts":
+            from bench_concepts import bench_concepts
+
+            result, name = {"rows": bench_concepts(setup, args.quick)}, "concepts"
         elif section == "style":
             from bench_optimize import bench_style
 

@@ -117,20 +117,29 @@ def styles(m, results):
     photo = photo_like(jax.random.key(1))
     sources = [d[0], d[1], photo]
     tex = np.asarray(ji.texture(m, sources, steps=300, key=0).images)
+    print("textures (vgg-mini) done", flush=True)
     rnd = ji.load_model("vgg16", key=jax.random.key(0)).with_pool("avg")
-    tex_rnd = np.asarray(ji.texture(rnd, sources, steps=300, key=0).images)
+    small = [jax.image.resize(s, (96, 96, 3), "linear") for s in sources]
+    tex_rnd = np.asarray(ji.texture(rnd, small, steps=100, key=0).images)
+    tex_rnd = np.asarray(jax.image.resize(tex_rnd, (len(small), 128, 128, 3), "linear"))
+    print("textures (random VGG16) done", flush=True)
     viz.panel_figure([list(sources), list(tex), list(tex_rnd)],
                      ["shapes image", "shapes image", "photo-like (1/f noise)"],
                      ["source", "vgg-mini", "VGG16 random,\navg pooling"], OUT / "textures.png",
-                     title="Gram-matrix textures (L-BFGS, 300 iterations, 128 px)", panel=2.4)
+                     title="Gram-matrix textures, L-BFGS (vgg-mini: 300 iterations at 128 px; "
+                     "random VGG16: 100 at 96 px)", panel=2.4)
     content, style = d[2:4], np.stack([d[0], photo])
     out = np.asarray(ji.style_transfer(m, content, style, steps=300).images)
-    out_rnd = np.asarray(ji.style_transfer(rnd, content, style, steps=300).images)
+    print("style (vgg-mini) done", flush=True)
+    shrink = lambda a: np.asarray(jax.image.resize(a, (len(a), 96, 96, 3), "linear"))  # noqa: E731
+    out_rnd = np.asarray(ji.style_transfer(rnd, shrink(content), shrink(style), steps=100).images)
+    out_rnd = np.asarray(jax.image.resize(out_rnd, (len(out_rnd), 128, 128, 3), "linear"))
+    print("style (random VGG16) done", flush=True)
     viz.panel_figure([[content[i], style[i], out[i], out_rnd[i]] for i in range(2)],
                      ["content", "style", "vgg-mini", "VGG16 random, avg pool"],
                      ["pair 0", "pair 1"], OUT / "style.png",
-                     title="style transfer (tutorial normalization and weights, L-BFGS, 300 "
-                     "iterations, 128 px)", panel=2.4)
+                     title="style transfer, tutorial normalization and weights, L-BFGS "
+                     "(vgg-mini: 300 iterations at 128 px; random VGG16: 100 at 96 px)", panel=2.4)
     # L-BFGS against Adam: iterations to reach given fractions of the starting style loss
     x = np.asarray(ji.data.shapes(jax.random.key(TEST_SEED), 4, start=60).images)
     curves = {}

@@ -1,8 +1,9 @@
 """Network dissection (Bau et al. 2017; NetDissect-Lite's formulas) over a streamed data set.
 
 Pass 1 keeps, per unit, the running top values of its activations over every position of every
-image — exactly as many as the quantile needs — so the threshold is exact (`np.quantile`'s
-linear interpolation), in memory proportional to `quantile` x the data set. Pass 2 upsamples
+image — exactly as many as the quantile needs, selected on the host in linear time — so the
+threshold is exact (`np.quantile`'s linear interpolation), in memory proportional to
+`quantile` x the data set (for 10,000 64-px images, 205k values per unit of the first layer). Pass 2 upsamples
 each activation map bilinearly to the label resolution, thresholds it, and accumulates
 intersections and unions with every concept's pixel labels. Both passes are one compiled call
 per batch.
@@ -47,22 +48,35 @@ class Dissection(NamedTuple):
     ious: np.ndarray
 
 
-@tuned_jit(static_argnames=("name", "k"))
-def _top_update(m, x, top, name, k):
-    a = layer_output(m, x, name)
-    a = a.reshape(-1, a.shape[-1]).T  # [units, positions]
-    return jax.lax.top_k(jnp.concatenate([top, a.astype(top.dtype)], 1), k)[0]
+def _top_update(top: np.ndarray, acts: np.ndarray, k: int) -> np.ndarray:
+    """The k largest values per unit (column) of `top` and a batch's activations `[..., units]`
+    (NumPy's introselect on the host: linear time, where XLA:CPU's top_k sorts)."""
+    cand = np.concatenate([top, acts.reshape(-1, acts.shape[-1])])
+    return cand if len(cand) <= k else np.partition(cand, len(cand) - k, axis=0)[-k:]
 
 
-@tuned_jit(static_argnames=("name",))
-def _overlap(m, x, labels, threshold, name):
-    a = layer_output(m, x, name)
+@tuned_jit(static_argnames=("names",))
+def _outputs(m, x, names):
+    feats = m(x, check=False)[1]
+    return tuple(feats[n] for n in names)
+
+
+@tuned_jit(static_argnames=("names",))
+def _overlaps(m, x, labels, thresholds, names):
+    feats = m(x, check=False)[1]
+    return tuple(_overlap(feats[n], labels, t) for n, t in zip(names, thresholds))
+
+
+def _overlap(a, labels, threshold):
     n, h, w = labels.shape[:3]
     up = jax.image.resize(a, (n, h, w, a.shape[-1]), "bilinear")
     mask = (up >= threshold).astype(jnp.float32)  # [n, h, w, units]
     lab = labels.astype(jnp.float32)  # [n, h, w, concepts]
-    inter = jnp.einsum("nhwu,nhwc->uc", mask, lab)
-    union_unit = jnp.einsum("nu,nc->uc", mask.sum((1, 2)), (lab.sum((1, 2)) > 0))
+    contract = (((0,), (0,)), ((), ()))  # as a 2-D product: the 4-D einsum is 5x slower on CPU
+    inter = jax.lax.dot_general(mask.reshape(-1, mask.shape[-1]), lab.reshape(-1, lab.shape[-1]),
+                                contract)
+    union_unit = jax.lax.dot_general(mask.sum((1, 2)), (lab.sum((1, 2)) > 0).astype(jnp.float32),
+                                     contract)
     return inter, union_unit, lab.sum((0, 1, 2))
 
 
@@ -124,26 +138,27 @@ def dissect(m, layers: str | Sequence[str], data: Any, *, quantile: float = 0.00
     for layer, name in names.items():
         _, h, w, u = shapes[layer]
         ranks[layer] = quantile_rank(count * h * w, quantile)
-        tops[layer] = jnp.full((u, ranks[layer][0]), -jnp.inf, jnp.float32)
+        tops[layer] = np.zeros((0, u), np.float32)
+    layer_names = tuple(names.values())
     for b in wrap(fresh(), "dissect: thresholds"):
-        x = jnp.asarray(images_of(b))
-        for layer, name in names.items():
-            tops[layer] = _top_update(m, x, tops[layer], name, ranks[layer][0])
+        outs = _outputs(m, jnp.asarray(images_of(b)), layer_names)
+        for layer, a in zip(names, outs):
+            tops[layer] = _top_update(tops[layer], np.asarray(a), ranks[layer][0])
     thresholds = {}
     for layer, top in tops.items():
         k, frac = ranks[layer]
-        top = np.asarray(top, np.float64)
+        top = -np.sort(-np.asarray(top, np.float64).T, axis=1)  # [units, k], descending
         t = top[:, k - 1]
         if k >= 2:
             t = t + frac * (top[:, k - 2] - t)
         thresholds[layer] = t.astype(np.float32)
     # pass 2: intersections and unions, accumulated in float64 on the host
     acc = {layer: [0.0, 0.0, 0.0] for layer in names}
+    limits = tuple(jnp.asarray(thresholds[layer]) for layer in names)
     for b in wrap(fresh(), "dissect: IoU"):
-        x, labels = jnp.asarray(images_of(b)), concept_maps(b)
-        for layer, name in names.items():
-            stats = _overlap(m, x, labels, jnp.asarray(thresholds[layer]), name)
-            acc[layer] = [a + np.asarray(s, np.float64) for a, s in zip(acc[layer], stats)]
+        stats = _overlaps(m, jnp.asarray(images_of(b)), concept_maps(b), limits, layer_names)
+        for layer, st in zip(names, stats):
+            acc[layer] = [a + np.asarray(s, np.float64) for a, s in zip(acc[layer], st)]
     out = {}
     for layer, name in names.items():
         inter, union_unit, label_px = acc[layer]
