@@ -140,7 +140,11 @@ def styles(m, results):
                      ["pair 0", "pair 1"], OUT / "style.png",
                      title="style transfer, tutorial normalization and weights, L-BFGS "
                      "(vgg-mini: 300 iterations at 128 px; random VGG16: 100 at 96 px)", panel=2.4)
-    # L-BFGS against Adam: iterations to reach given fractions of the starting style loss
+    results["style"] = {"texture_steps": 300, "size": 128}
+
+
+def optimizers(m, results):
+    """L-BFGS against Adam on texture synthesis (64 px, vgg-mini)."""
     x = np.asarray(ji.data.shapes(jax.random.key(TEST_SEED), 4, start=60).images)
     curves = {}
     for name, kw in [("L-BFGS", dict()), ("Adam lr 0.02", dict(optimizer="adam")),
@@ -156,8 +160,7 @@ def styles(m, results):
             row[name] = None if None in its else float(np.median(its))
         rows.append(row)
         print(row, flush=True)
-    results["style"] = {"texture_steps": 300, "size": 128, "optimizers": rows,
-                        "optimizer_images": len(x)}
+    results["optimizers"] = {"rows": rows, "images": len(x)}
 
 
 def tables(results) -> str:
@@ -180,20 +183,21 @@ def tables(results) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{100 * r:.1f} %" for r in rates) + " |")
     l2 = next(k for k in a if k.startswith("PGD L2"))
     lines += ["", f"{l2}: " + ", ".join(f"{100 * r:.1f} %" for r in a[l2]) + "."]
-    if "style" in results:
-        st = results["style"]
-        names = [k for k in st["optimizers"][0] if k != "loss_fraction"]
-        lines += ["", f"Texture synthesis, median iterations over {st['optimizer_images']} "
+    if "optimizers" in results:
+        st = results["optimizers"]
+        names = [k for k in st["rows"][0] if k != "loss_fraction"]
+        lines += ["", f"Texture synthesis, median iterations over {st['images']} "
                   "`shapes` images (64 px, vgg-mini) to bring the style loss to a fraction of "
                   "its start (— : not within 500):", "",
                   "| loss / start | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for r in st["optimizers"]:
+        for r in st["rows"]:
             lines.append(f"| {r['loss_fraction']:g} | " + " | ".join(
                 "—" if r[n] is None else f"{r[n]:.0f}" for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = {"dream": dreams, "inversion": inversion, "attacks": attacks, "style": styles}
+SECTIONS = {"dream": dreams, "inversion": inversion, "attacks": attacks, "style": styles,
+            "optimizers": optimizers}
 
 
 def main():

@@ -139,7 +139,7 @@ class _Config:
 def _optimizer(cfg: _Config) -> optax.GradientTransformation:
     if cfg.optimizer == "lbfgs":
         return optax.lbfgs()
-    return optax.adam(cfg.lr, b1=0.99, eps=0.1)
+    return optax.adam(cfg.lr)
 
 
 def _terms(m, x, targets, weights, cfg):
@@ -302,8 +302,9 @@ def texture(m, style, *, layers: Sequence[str] | dict | None = None,
       size: texture side or (H, W) (default: the style images' size).
       n: textures per style image when one style image is given (default 1).
       steps: optimizer iterations (L-BFGS: each with its line search).
-      optimizer: "lbfgs" (`optax.lbfgs()`, memory 10, zoom line search) or "adam" (lr `lr`,
-        β1 0.99, ε 0.1: the TensorFlow tutorial's).
+      optimizer: "lbfgs" (`optax.lbfgs()`, memory 10, zoom line search) or "adam"
+        (`optax.adam(lr)`: β1 0.9, β2 0.999, ε 1e-8, so the step does not depend on the loss's
+        scale; the TensorFlow tutorial's ε 0.1 barely moves at these losses' scale).
       normalization: "paper" or "tutorial" (module doc).
       lr: Adam's learning rate (traced).
       tv_weight: weight of a squared total-variation term (traced).
