@@ -804,6 +804,7 @@ def cmd_top(args) -> int:
 
 
 def cmd_neighbors(args) -> int:
+    import jax
     import numpy as np
 
     import jaxinterp as ji
@@ -817,13 +818,13 @@ def cmd_neighbors(args) -> int:
         queries = np.stack([load_image(p, m.input_size, fit=args.fit) for p in args.images])
         names = [Path(p).stem for p in args.images]
     else:
-        q = ji.data.shapes(__import__("jax").random.key(args.seed + 1), args.queries)
+        q = ji.data.shapes(jax.random.key(args.seed + 1), args.queries)
         queries = np.asarray(q.images)
         names = [f"query {i} ({ji.data.CLASSES[int(c)]})" for i, c in enumerate(q.labels)]
     stream, wrap = _shapes_stream(args, m)
     idx, dist = ji.nearest_neighbors(m, args.layer, queries, stream, k=args.k,
                                      metric=args.metric, progress=wrap)
-    found = ji.concepts.patches._gather(stream, idx)
+    found = ji.concepts.data.gather(stream, idx)
     labels = np.concatenate([np.asarray(b.labels) for b in stream()])
     panels = [[queries[i], *found[i]] for i in range(len(queries))]
     titles = [["query"] + [f"{ji.data.CLASSES[labels[j]]} d={d:.3g}" for j, d in

@@ -72,3 +72,20 @@ def images_of(batch) -> jax.Array:
 def layer_output(m, x, name):
     """Layer `name`'s output for images `x` (one compiled program per layer and shape)."""
     return m(x, check=False)[1][name]
+
+
+def gather(fresh: Callable[[], Iterator], indices: np.ndarray) -> np.ndarray:
+    """The images at `indices` (any shape; positions in the data's order) from one more pass."""
+    indices = np.asarray(indices)
+    wanted = np.unique(indices)
+    found, start = {}, 0
+    for b in fresh():
+        x = np.asarray(images_of(b))
+        for i in wanted[(wanted >= start) & (wanted < start + len(x))]:
+            found[int(i)] = x[i - start]
+        start += len(x)
+    missing = [int(i) for i in wanted if int(i) not in found]
+    if missing:
+        raise ValueError(f"indices {missing[:5]} are past the end of the data ({start} images)")
+    return np.stack([found[int(i)] for i in indices.reshape(-1)]).reshape(
+        *indices.shape, *next(iter(found.values())).shape)

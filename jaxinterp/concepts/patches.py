@@ -10,7 +10,7 @@ import numpy as np
 
 from jaxinterp._xla import tuned_jit
 from jaxinterp.checks import check_count
-from jaxinterp.concepts.data import batches, images_of, layer_output
+from jaxinterp.concepts.data import batches, gather, images_of, layer_output
 
 
 class ReceptiveField(NamedTuple):
@@ -128,7 +128,7 @@ def top_activating(m, layer: str, units: int | Sequence[int] | None, data: Any, 
     if count < k:
         raise ValueError(f"k={k} is larger than the data ({count} images)")
     values, indices, where = (np.asarray(a) for a in best)
-    chosen = _gather(fresh, indices)
+    chosen = gather(fresh, indices)
     positions = boxes = cut = None
     if width is not None:
         positions = np.stack([where // width, where % width], -1)
@@ -146,15 +146,3 @@ def top_activating(m, layer: str, units: int | Sequence[int] | None, data: Any, 
                 cut[i, j, dy:dy + bt - t, dx:dx + r - l_] = chosen[i, j, t:bt, l_:r]
     return TopActivating(np.asarray(units), indices, values, positions, boxes, chosen, cut)
 
-
-def _gather(fresh, indices: np.ndarray) -> np.ndarray:
-    """The images at `indices` (any shape) from a second pass over the data."""
-    wanted = np.unique(indices)
-    found, start = {}, 0
-    for b in fresh():
-        x = np.asarray(images_of(b))
-        for i in wanted[(wanted >= start) & (wanted < start + len(x))]:
-            found[int(i)] = x[i - start]
-        start += len(x)
-    return np.stack([found[int(i)] for i in indices.reshape(-1)]).reshape(
-        *indices.shape, *next(iter(found.values())).shape)

@@ -40,7 +40,8 @@ def optimize(loss: Callable, params: Any, *, steps: int,
              optimizer: optax.GradientTransformation, key: jax.Array | None = None,
              render: Callable | None = None, hook: Callable | None = None,
              stop: Callable | None = None, thresholds: Sequence[int] | None = None,
-             start: int | jax.Array = 0, state: Any = None) -> Optimized:
+             start: int | jax.Array = 0, state: Any = None,
+             reuse_linesearch: bool = False) -> Optimized:
     """Minimizes `loss(params, key)` for `steps` steps; traceable, so call it inside `jax.jit`.
 
     Each step evaluates the loss and its gradient, asks the optimizer for an update with
@@ -66,6 +67,11 @@ def optimize(loss: Callable, params: Any, *, steps: int,
       start: the step count the run starts from, for continuing a run (an int, or a traced
         scalar so that every chunk of a long run shares one compilation).
       state: the optimizer state to continue from (default: `optimizer.init(params)`).
+      reuse_linesearch: with a line-search optimizer (`optax.lbfgs`), take each step's value and
+        gradient from the state, where the previous step's line search left them
+        (`optax.value_and_grad_from_state`): one network evaluation per step instead of two.
+        Only for losses that do not depend on the step's key; `values` then holds the batch's
+        total spread evenly over its examples (exact for B = 1), and `stop` is not supported.
     Returns:
       `Optimized(params, images, snapshots, values, state)`.
     """
@@ -78,6 +84,8 @@ def optimize(loss: Callable, params: Any, *, steps: int,
         if any(not 0 < t <= steps for t in relative):
             raise ValueError(f"thresholds must lie in {start + 1} … {start + steps}, got "
                              f"{tuple(thresholds)}")
+    if reuse_linesearch and stop is not None:
+        raise ValueError("stop= needs each step's aux, which reuse_linesearch=True does not compute")
     key = jax.random.key(0) if key is None else key
     render = render or (lambda p: p)
     opt = optax.with_extra_args_support(optimizer)
@@ -87,7 +95,13 @@ def optimize(loss: Callable, params: Any, *, steps: int,
         params, state = carry
         k = jax.random.fold_in(key, i)
         total = lambda p: _sum(loss(p, k))
-        (value, (values, aux)), grad = jax.value_and_grad(total, has_aux=True)(params)
+        if reuse_linesearch:
+            value, grad = optax.value_and_grad_from_state(lambda p: total(p)[0])(params,
+                                                                                 state=state)
+            n = jax.tree_util.tree_leaves(params)[0].shape[0]
+            values, aux = jnp.full((n,), value / n), None
+        else:
+            (value, (values, aux)), grad = jax.value_and_grad(total, has_aux=True)(params)
         updates, state = opt.update(grad, state, params, value=value, grad=grad,
                                     value_fn=lambda p: total(p)[0])
         new = optax.apply_updates(params, updates)

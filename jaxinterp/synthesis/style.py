@@ -163,6 +163,9 @@ def _one(m, image, targets, weights, start, state, steps, cfg):
         total, _, _ = _terms(m, x, add(targets), weights, cfg)
         return total, None
 
+    # the clip after each update moves the image off the point where L-BFGS's line search left
+    # its value and gradient, so they are recomputed (reuse_linesearch=False: two evaluations
+    # of the network per iteration, where the tutorial's line-search-free LBFGS makes one)
     out = optimize(loss, image[None], steps=steps, optimizer=_optimizer(cfg), hook=Clip(0.0, 1.0),
                    start=start, state=state)
     return out.params[0], out.state, out.values[:, 0]
