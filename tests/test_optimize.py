@@ -33,11 +33,13 @@ def test_adam_loop_equals_a_python_loop():
     np.testing.assert_allclose(out.params, p, rtol=1e-5, atol=1e-6)
 
 
-def test_lbfgs_runs_in_the_loop_and_equals_optax_documented_loop():
+@pytest.mark.parametrize("reuse", [False, True])
+def test_lbfgs_runs_in_the_loop_and_equals_optax_documented_loop(reuse):
     # float64: Rosenbrock's curvature amplifies float32 rounding (jit vs eager) over the steps
     with jax.enable_x64(True):
         opt, start = optax.lbfgs(), START.astype(jnp.float64)
-        out = jax.jit(lambda p: ji.optimize(rosenbrock, p, steps=50, optimizer=opt))(start)
+        out = jax.jit(lambda p: ji.optimize(rosenbrock, p, steps=50, optimizer=opt,
+                                            reuse_linesearch=reuse))(start)
         # optax's documented L-BFGS loop (optax docs, "L-BFGS"), in Python
         f = lambda q: rosenbrock(q)[0].sum()
         vg = optax.value_and_grad_from_state(f)
