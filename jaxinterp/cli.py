@@ -1129,7 +1129,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="image side the inputs are loaded at (default: the model's input)")
         p.add_argument("--fit", choices=["resize", "crop"], default="resize")
         p.add_argument("--steps", type=positive_int, default=steps, help="optimizer iterations")
-        p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+        p.add_argument("--optimizer", choices=["lbfgs", "lbfgs-fixed", "adam"], default="lbfgs",
+                       help="lbfgs: zoom line search; lbfgs-fixed: step 1, no line search "
+                       "(torch.optim.LBFGS's default, faster per iteration); adam")
         p.add_argument("--lr", type=positive_float, default=0.02, help="Adam's learning rate")
         p.add_argument("--layers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
                        default=None, help="comma-separated style layers (default: Gatys et al.'s)")

@@ -106,10 +106,12 @@ def test_gram_and_losses_equal_the_pytorch_tutorial(pair, normalization):
 
 # --- synthesis on the shipped model ------------------------------------------------------------
 
-@pytest.mark.parametrize("source", ["shapes", "photo"])
-def test_texture_lowers_the_style_loss_a_hundredfold(default_model, shapes_images, source):
+@pytest.mark.parametrize("source,optimizer", [("shapes", "lbfgs"), ("photo", "lbfgs"),
+                                              ("shapes", "lbfgs-fixed")])
+def test_texture_lowers_the_style_loss_a_hundredfold(default_model, shapes_images, source,
+                                                     optimizer):
     style = shapes_images[:1] if source == "shapes" else photo_like(jax.random.key(2))
-    r = ji.texture(default_model, style, steps=60)
+    r = ji.texture(default_model, style, steps=60, optimizer=optimizer)
     ratio = float(r.losses[0, 0] / r.style_loss[0])
     assert ratio >= 100, ratio
     assert float(r.images.min()) >= 0 and float(r.images.max()) <= 1

@@ -35,7 +35,7 @@ from jaxinterp.optvis.optimize import features, optimize
 from jaxinterp.optvis.resume import fingerprint, run_in_chunks
 
 NORMALIZATIONS = ("paper", "tutorial")
-OPTIMIZERS = ("lbfgs", "adam")
+OPTIMIZERS = ("lbfgs", "lbfgs-fixed", "adam")
 
 
 def gram(feats: jax.Array, normalization: str = "paper") -> jax.Array:
@@ -139,6 +139,8 @@ class _Config:
 def _optimizer(cfg: _Config) -> optax.GradientTransformation:
     if cfg.optimizer == "lbfgs":
         return optax.lbfgs()
+    if cfg.optimizer == "lbfgs-fixed":  # torch.optim.LBFGS's defaults: step 1, no line search,
+        return optax.lbfgs(learning_rate=1.0, linesearch=None, memory_size=100)  # history 100
     return optax.adam(cfg.lr)
 
 
@@ -305,7 +307,10 @@ def texture(m, style, *, layers: Sequence[str] | dict | None = None,
       size: texture side or (H, W) (default: the style images' size).
       n: textures per style image when one style image is given (default 1).
       steps: optimizer iterations (L-BFGS: each with its line search).
-      optimizer: "lbfgs" (`optax.lbfgs()`, memory 10, zoom line search) or "adam"
+      optimizer: "lbfgs" (`optax.lbfgs()`, memory 10, zoom line search: 2–4 network
+        evaluations per iteration), "lbfgs-fixed" (`optax.lbfgs(learning_rate=1,
+        linesearch=None, memory_size=100)`: one evaluation per iteration, the defaults of the
+        PyTorch tutorial's `torch.optim.LBFGS`; no safeguard against a bad step) or "adam"
         (`optax.adam(lr)`: β1 0.9, β2 0.999, ε 1e-8, so the step does not depend on the loss's
         scale; the TensorFlow tutorial's ε 0.1 barely moves at these losses' scale).
       normalization: "paper" or "tutorial" (module doc).
@@ -363,7 +368,7 @@ def style_transfer(m, content, style, *, content_layer: str | None = None,
       content_weight, style_weight, tv_weight: the loss weights (traced); the defaults are the
         PyTorch tutorial's (1 and 1e6) for its normalization.
       steps: optimizer iterations.
-      optimizer: "lbfgs" or "adam" (as `texture`).
+      optimizer: "lbfgs", "lbfgs-fixed" or "adam" (as `texture`).
       init: "content" (start from the content image) or "noise" (uniform noise).
       normalization: "tutorial" (default) or "paper" (module doc).
       lr: Adam's learning rate.
