@@ -211,12 +211,10 @@ def cmd_attribute(args) -> int:
     import jaxinterp as ji
     from jaxinterp import viz
     from jaxinterp.images import save_image
-    from jaxinterp.outputs import RunDir
 
     methods = [ji.attribution.registry.get(name) for name in args.method]
-    run = RunDir(args.out, force=args.force)  # checks --out before any computation
-    try:
-        m = ji.load_model(args.model)
+
+    def body(run, m):
         for method in methods:
             if method.supports(m):
                 raise ValueError(f"--method {method.supports(m)}")
@@ -231,7 +229,7 @@ def cmd_attribute(args) -> int:
                                             **options.get(mt.name, {})))[: len(x)]
                      for mt in methods}
             for i, name in enumerate(names):
-                entry = run.unique(Path(name).stem if args.images else name.split(" ")[0])
+                entry = _entry(args, run, name)
                 save_image(x[i], run.path(entry, "original.png"))
                 rows = {}
                 for mt in methods:
@@ -245,23 +243,16 @@ def cmd_attribute(args) -> int:
                 if len(compare) < COMPARE_ROWS:
                     compare.append((x[i], [r[5] for r in rows.values()], f"{entry}\n{label}"))
                 written.append({"input": name, "output": entry, "target": label})
+        if not written:
+            return None, ""
         if compare and args.figures:
             viz.compare_figure([c[0] for c in compare], [c[1] for c in compare],
                                [c[2] for c in compare], [mt.name for mt in methods],
                                run.path("compare.png"))
-        if not written:
-            run.abort()
-            return _finish(args) or 1
-        if _interrupt.received is not None:  # a library swallowed the interrupt: still stop
-            raise Interrupted(signal.Signals(_interrupt.received).name)
-        out = run.commit({"command": "attribute", "model": args.model or "vgg-mini",
-                          "methods": [mt.name for mt in methods], "images": written,
-                          "failed": args.failed})
-    except BaseException:
-        run.abort()
-        raise
-    print(f"wrote {len(written)} x {len(methods)} attributions to {out}")
-    return _finish(args)
+        record = {"methods": [mt.name for mt in methods], "images": written}
+        return record, f"wrote {len(written)} x {len(methods)} attributions to"
+
+    return _run_dir_command(args, "attribute", body)
 
 
 def _conv_layer(m, layer):
@@ -414,10 +405,7 @@ def cmd_visualize(args) -> int:
     from jaxinterp import viz
     from jaxinterp.images import save_image
 
-    if Path(args.out).exists() and not args.force:
-        raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
-    if Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a directory; give a PNG file name")
+    _check_out_file(args)
     m = ji.load_model(args.model)
     objs, labels = _visualize_objectives(args, m)
     opts = dict(size=args.size, steps=args.steps, lr=args.lr, param=args.param,
@@ -454,7 +442,7 @@ def _run_dir_command(args, name: str, body) -> int:
         if record is None:
             run.abort()
             return _finish(args) or 1
-        if _interrupt.received is not None:
+        if _interrupt.received is not None:  # a library swallowed the interrupt: still stop
             raise Interrupted(signal.Signals(_interrupt.received).name)
         out = run.commit({"command": name, "model": args.model or "vgg-mini", **record,
                           "failed": args.failed})
@@ -523,10 +511,7 @@ def cmd_invert(args) -> int:
     import jaxinterp as ji
     from jaxinterp import viz
 
-    if Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a directory; give a PNG file name")
-    if Path(args.out).exists() and not args.force:
-        raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
+    _check_out_file(args)
     m = ji.load_model(args.model)
     layers = args.layers or _default_inversion_layers(m)
     names = [m.resolve(layer) for layer in layers]
@@ -550,9 +535,9 @@ def cmd_invert(args) -> int:
                               for layer, name, q in zip(layers, names, quality)]
               for i in range(len(x))]
     row_labels = [Path(n).stem if args.images else n for n in labels]
-    _save_new(lambda _, path: viz.panel_figure(panels, titles, row_labels, path,
+    _save_figure(lambda path: viz.panel_figure(panels, titles, row_labels, path,
                                                title=f"feature inversion, {args.steps} steps"),
-              None, args.out, args.force)
+                 args)
     print(f"wrote {len(x)} images x {len(layers)} layers to {args.out}")
     return _finish(args)
 
@@ -639,23 +624,18 @@ def cmd_attack(args) -> int:
     return _run_dir_command(args, "attack", body)
 
 
-def _synthesis(args, name: str, run) -> int:
+def _synthesis(args, name: str, spec) -> int:
     """Shared body of `texture` and `style`: chunks with a progress bar, snapshots as a strip."""
     import numpy as np
 
-    import jaxinterp as ji
     from jaxinterp import viz
     from jaxinterp.images import load_image, save_image
-    from jaxinterp.outputs import RunDir
 
-    out = RunDir(args.out, force=args.force)
-    try:
-        m = ji.load_model(args.model)
+    def body(out, m):
         if args.avg_pool:
             m = m.with_pool("avg")
         size = (args.size, args.size) if args.size else m.input_size
-        load = lambda path: load_image(path, size, fit=args.fit)  # noqa: E731
-        images = {k: load(v) for k, v in run["inputs"](args).items()}
+        images = {k: load_image(v, size, fit=args.fit) for k, v in spec["inputs"](args).items()}
         every = max(1, -(-args.steps // args.snapshots))
         snaps, bar = [], progress(range(args.steps), desc=name, unit="step",
                                   disable=args.steps <= every)
@@ -665,13 +645,12 @@ def _synthesis(args, name: str, run) -> int:
             if hasattr(bar, "update"):
                 bar.update(done - bar.n)
 
-        r = run["call"](m, images, every, on_chunk)
+        r = spec["call"](m, images, every, on_chunk)
         if hasattr(bar, "close"):
             bar.close()
-        result = np.asarray(r.images[0])
         for k, v in images.items():
             save_image(v, out.path(f"{k}.png"))
-        save_image(result, out.path(f"{name}.png"))
+        save_image(np.asarray(r.images[0]), out.path(f"{name}.png"))
         panels = [[*images.values(), *[s[1] for s in snaps]]]
         titles = [*images.keys(), *[f"step {d}" for d, _ in snaps]]
         viz.panel_figure(panels, titles, [""], out.path("snapshots.png"), panel=2.0)
@@ -679,17 +658,13 @@ def _synthesis(args, name: str, run) -> int:
         print(f"loss {losses[0]:.4g} -> {float(r.style_loss[0] + r.content_loss[0]):.4g} "
               f"(style {float(r.style_loss[0]):.4g}, content {float(r.content_loss[0]):.4g}) "
               f"in {args.steps} {args.optimizer} iterations")
-        options = {k: getattr(args, k) for k in run["options"]}
-        path = out.commit({"command": name, "model": args.model or "vgg-mini",
-                           "inputs": {k: str(v) for k, v in run["inputs"](args).items()},
-                           "options": options, "first_loss": float(losses[0]),
-                           "final_style_loss": float(r.style_loss[0]),
-                           "final_content_loss": float(r.content_loss[0])})
-    except BaseException:
-        out.abort()
-        raise
-    print(f"wrote {name}.png and snapshots.png to {path}")
-    return 0
+        record = {"inputs": {k: str(v) for k, v in spec["inputs"](args).items()},
+                  "options": {k: getattr(args, k) for k in spec["options"]},
+                  "first_loss": float(losses[0]), "final_style_loss": float(r.style_loss[0]),
+                  "final_content_loss": float(r.content_loss[0])}
+        return record, f"wrote {name}.png and snapshots.png to"
+
+    return _run_dir_command(args, name, body)
 
 
 def cmd_texture(args) -> int:
@@ -788,17 +763,16 @@ def cmd_top(args) -> int:
     import jaxinterp as ji
     from jaxinterp.concepts import figures
 
-    if Path(args.out).exists() and not args.force:
-        raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
+    _check_out_file(args)
     m = ji.load_model(args.model)
     name = m.resolve(args.layer)
     units = _parse_units(args.channel, m, name, "channel")[: args.max_units]
     stream, wrap = _shapes_stream(args, m)
     top = ji.top_activating(m, args.layer, units, stream, k=args.k, progress=wrap)
     labels = [f"{args.layer}:{u}" for u in units]
-    _save_new(lambda _, path: figures.top_activating_figure(
-        top, path, labels, title=f"top-{args.k} {'patches' if top.patches is not None else 'images'}"
-        f" of {args.samples} shapes images"), None, args.out, args.force)
+    what = "patches" if top.patches is not None else "images"
+    _save_figure(lambda path: figures.top_activating_figure(
+        top, path, labels, title=f"top-{args.k} {what} of {args.samples} shapes images"), args)
     print(f"wrote the top {args.k} of {len(units)} units of {args.layer} to {args.out}")
     return 0
 
@@ -809,14 +783,14 @@ def cmd_neighbors(args) -> int:
 
     import jaxinterp as ji
     from jaxinterp import viz
-    from jaxinterp.images import load_image
 
-    if Path(args.out).exists() and not args.force:
-        raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
+    _check_out_file(args)
     m = ji.load_model(args.model)
     if args.images:
-        queries = np.stack([load_image(p, m.input_size, fit=args.fit) for p in args.images])
-        names = [Path(p).stem for p in args.images]
+        batch = next(_batches(args, m, len(args.images)), None)
+        if batch is None:
+            return _finish(args) or 1
+        names, queries = [Path(n).stem for n in batch[0]], batch[1]
     else:
         q = ji.data.shapes(jax.random.key(args.seed + 1), args.queries)
         queries = np.asarray(q.images)
@@ -824,20 +798,21 @@ def cmd_neighbors(args) -> int:
     stream, wrap = _shapes_stream(args, m)
     idx, dist = ji.nearest_neighbors(m, args.layer, queries, stream, k=args.k,
                                      metric=args.metric, progress=wrap)
-    found = ji.concepts.data.gather(stream, idx)
-    labels = np.concatenate([np.asarray(b.labels) for b in stream()])
+    data = list(stream())  # one more pass for the neighbours' images and labels
+    found = ji.concepts.data.gather(lambda: iter(data), idx)
+    labels = np.concatenate([np.asarray(b.labels) for b in data])
     panels = [[queries[i], *found[i]] for i in range(len(queries))]
     titles = [["query"] + [f"{ji.data.CLASSES[labels[j]]} d={d:.3g}" for j, d in
                            zip(idx[i], dist[i])] for i in range(len(queries))]
-    _save_new(lambda _, path: viz.panel_figure(panels, titles, names, path,
+    _save_figure(lambda path: viz.panel_figure(panels, titles, names, path,
                                                title=f"nearest neighbours in {args.layer} "
                                                f"({args.metric}) among {args.samples} images"),
-              None, args.out, args.force)
+                 args)
     for i, n in enumerate(names):
         print(f"{n}: " + ", ".join(f"#{j} {ji.data.CLASSES[labels[j]]} {d:.3g}"
                                    for j, d in zip(idx[i], dist[i])))
     print(f"wrote {args.out}")
-    return 0
+    return _finish(args)
 
 
 def cmd_embed(args) -> int:
@@ -846,17 +821,17 @@ def cmd_embed(args) -> int:
     import jaxinterp as ji
     from jaxinterp.concepts import figures
 
-    if Path(args.out).exists() and not args.force:
-        raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
+    _check_out_file(args)
     m = ji.load_model(args.model)
     stream, wrap = _shapes_stream(args, m)
-    feats = ji.concepts.features(m, args.layer, stream, progress=wrap)
+    data = list(wrap(stream(), "shapes"))  # the map shows every image: it is in memory anyway
+    feats = ji.concepts.features(m, args.layer, data)
     points = ji.embed_2d(feats, method=args.method, key=args.seed)
-    images = np.concatenate([np.asarray(b.images) for b in stream()])
-    labels = np.concatenate([np.asarray(b.labels) for b in stream()])
-    _save_new(lambda _, path: figures.embedding_figure(
+    images = np.concatenate([np.asarray(b.images) for b in data])
+    labels = np.concatenate([np.asarray(b.labels) for b in data])
+    _save_figure(lambda path: figures.embedding_figure(
         points, images, path, title=f"{args.method} of {args.layer} ({len(images)} shapes images)",
-        labels=labels, classes=ji.data.CLASSES), None, args.out, args.force)
+        labels=labels, classes=ji.data.CLASSES), args)
     print(f"wrote a {args.method} map of {len(images)} images to {args.out}")
     return 0
 
@@ -911,6 +886,22 @@ def _save_new(save, image, path, force):
     write_file(path, lambda tmp: save(image, tmp), force)
 
 
+def _check_out_file(args) -> None:
+    """Refuses a single-file `--out` before any computation: a directory, or an existing file
+    without `--force` (`write_file` checks again when writing)."""
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a directory; give a PNG file name")
+    if Path(args.out).exists() and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite")
+
+
+def _save_figure(draw, args) -> None:
+    """Writes a figure through `draw(path)` atomically at `args.out`."""
+    from jaxinterp.outputs import write_file
+
+    write_file(args.out, draw, args.force)
+
+
 def _number(kind: type, minimum: float, strict: bool):
     """An argparse type: `kind` (int or float), finite, `> minimum` (strict) or `>= minimum`."""
     noun = "integer" if kind is int else "number"
@@ -935,6 +926,15 @@ positive_int = _number(int, 0, strict=True)
 nonnegative_int = _number(int, 0, strict=False)
 positive_float = _number(float, 0, strict=True)
 nonnegative_float = _number(float, 0, strict=False)
+
+
+def layer_list(text: str) -> list[str]:
+    """argparse type of `--layers`: comma-separated layer names or aliases (checked later
+    against the model)."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no layer given (e.g. relu1_1,pool2)")
+    return names
 
 
 def method_list(text: str) -> list[str]:
@@ -1089,7 +1089,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("invert", help="feature inversion: reconstruct images from several layers")
     p.add_argument("images", nargs="*", help="image files (default: shapes samples)")
     inputs(p, 2)
-    p.add_argument("--layers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
+    p.add_argument("--layers", type=layer_list,
                    default=None, help="comma-separated layers (default: the first ReLU and "
                    "every pooling layer)")
     p.add_argument("--steps", type=positive_int, default=300, help="Adam steps per layer")
@@ -1133,7 +1133,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lbfgs: zoom line search; lbfgs-fixed: step 1, no line search "
                        "(torch.optim.LBFGS's default, faster per iteration); adam")
         p.add_argument("--lr", type=positive_float, default=0.02, help="Adam's learning rate")
-        p.add_argument("--layers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
+        p.add_argument("--layers", type=layer_list,
                        default=None, help="comma-separated style layers (default: Gatys et al.'s)")
         p.add_argument("--snapshots", type=positive_int, default=5,
                        help="snapshots in snapshots.png (also the compiled chunks of the run)")
@@ -1172,7 +1172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dissect", help="network dissection on shapes (NetDissect's IoU)")
     shapes_data(p, 2000)
-    p.add_argument("--layers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
+    p.add_argument("--layers", type=layer_list,
                    default=None, help="comma-separated layers (default: every ReLU)")
     p.add_argument("--quantile", type=positive_float, default=0.005)
     p.add_argument("--iou-threshold", type=nonnegative_float, default=0.04)

@@ -314,6 +314,13 @@ class Model:
                 f"{n:,} parameters)")
 
 
+@tuned_jit(static_argnames=("name",))
+def layer_output(m: Model, x: jax.Array, name: str) -> jax.Array:
+    """Layer `name`'s output (a torchvision name) for images `x`, unchecked; one compiled program
+    per layer and shape."""
+    return m(x, check=False)[1][name]
+
+
 def model_meta(arch: str, num_classes: int | None = None, **config) -> Meta:
     """Default metadata for an architecture: ImageNet for VGG11-19, `shapes` for vgg-mini."""
     if arch == "vgg-mini":

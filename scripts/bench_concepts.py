@@ -11,7 +11,6 @@ measured on fewer images and its time per image reported; it is linear in the im
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -120,8 +119,6 @@ def torch_default_model():
 def bench_concepts(setup, quick) -> list[dict]:
     """Dissection throughput: ours on 2k and 10k streamed images (fresh processes, peak RSS),
     the peer's loop on a few hundred, same shipped vgg-mini weights on both sides."""
-    import torch
-
     import jaxinterp as ji
 
     sizes = (1000, 2000) if quick else (2000, 10000)

@@ -105,7 +105,7 @@ def main():
 
 def tables(results) -> str:
     dis = results["dissection"]
-    lines = [f"| layer | units | detectors | shape | colour | texture | detected concepts |",
+    lines = ["| layer | units | detectors | shape | colour | texture | detected concepts |",
              "|---|---|---|---|---|---|---|"]
     for r in dis["rows"]:
         top = sorted(dis["concepts"][r["layer"]].items(), key=lambda kv: -kv[1])[:4]

@@ -94,7 +94,7 @@ def test_gram_and_losses_equal_the_pytorch_tutorial(pair, normalization):
         weights = S._weights(names, None, normalization, sw, cw, 0.0)
         weights = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), weights)
         targets = {"grams": S._style_grams(jm64, style, 1, names, normalization),
-                   "content": S._content_target(jm64, content, content_layer)}
+                   "content": S.layer_output(jm64, content, content_layer)}
         total, s, c = S._final_terms(jm64, jnp.asarray(x), targets, weights, cfg)
         g = ji.gram(ji.optvis.features(jm64, jnp.asarray(x))[layers[0]], normalization)
         assert s.dtype == jnp.float64

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp._xla import tuned_jit
+from jaxinterp.model import layer_output  # noqa: F401 (re-exported for the concept modules)
 from jaxinterp.data import shapes_dataset as shapes_lib
 
 # The concepts of `shapes` (a tiny Broden): (name, category), in the order of the concept axis.
@@ -18,13 +18,18 @@ CONCEPTS = tuple([(c, "shape") for c in shapes_lib.CLASSES]
 CATEGORIES = ("shape", "color", "texture")
 
 
-def concept_maps(batch) -> jax.Array:
-    """Pixel labels of every concept, bool `[N, H, W, len(CONCEPTS)]` (shape: the object's mask
-    where the image is of that class; colour and texture: their maps)."""
+def require_labels(batch) -> None:
+    """Raises a clear error unless `batch` carries `shapes`' pixel concept labels."""
     for field in ("mask", "color_map", "texture_map", "labels"):
         if not hasattr(batch, field):
             raise ValueError(f"dissection needs pixel concept labels: a ji.data.shapes batch "
                              f"(with mask, color_map, texture_map), got {type(batch).__name__}")
+
+
+def concept_maps(batch) -> jax.Array:
+    """Pixel labels of every concept, bool `[N, H, W, len(CONCEPTS)]` (shape: the object's mask
+    where the image is of that class; colour and texture: their maps)."""
+    require_labels(batch)
     shape = (batch.mask[..., None] &
              (batch.labels[:, None, None, None] == jnp.arange(len(shapes_lib.CLASSES))))
     color = batch.color_map[..., None] == jnp.arange(len(shapes_lib.COLOR_NAMES))
@@ -66,12 +71,6 @@ def batches(data: Any, batch_size: int | None = None) -> Callable[[], Iterator]:
 def images_of(batch) -> jax.Array:
     """The images of a batch (a `Shapes` batch or an image array)."""
     return batch.images if hasattr(batch, "images") else batch
-
-
-@tuned_jit(static_argnames=("name",))
-def layer_output(m, x, name):
-    """Layer `name`'s output for images `x` (one compiled program per layer and shape)."""
-    return m(x, check=False)[1][name]
 
 
 def gather(fresh: Callable[[], Iterator], indices: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 from jaxinterp._xla import tuned_jit
 from jaxinterp.checks import check_count, check_real
 from jaxinterp.concepts.data import (CATEGORIES, CONCEPTS, batches, concept_maps, images_of,
-                                     layer_output)
+                                     layer_output, require_labels)
 
 
 class Dissection(NamedTuple):
@@ -119,8 +119,8 @@ def dissect(m, layers: str | Sequence[str], data: Any, *, quantile: float = 0.00
     wrap = progress or (lambda it, desc: it)
     shapes = {}
     count = 0
-    for b in fresh():  # count images (and check the maps) before the quantile pass
-        concept_maps(b)
+    for b in fresh():  # count images (and check the labels) before the quantile pass
+        require_labels(b)
         x = images_of(b)
         count += x.shape[0]
         shapes.setdefault("size", x.shape[1:3])

@@ -20,7 +20,6 @@ from jaxinterp.chunking import chunked_map
 from jaxinterp.optvis import objectives as obj_lib
 from jaxinterp.optvis import param as param_lib
 from jaxinterp.optvis import transforms as tf_lib
-from jaxinterp.optvis.hooks import Yosinski, gaussian_blur  # noqa: F401 (re-exported)
 from jaxinterp.optvis.optimize import features, optimize
 
 

@@ -16,6 +16,7 @@ import optax
 
 from jaxinterp._xla import tuned_jit
 from jaxinterp.checks import as_key, check_count, check_images, check_real
+from jaxinterp.model import layer_output
 from jaxinterp.optvis import objectives as obj_lib
 from jaxinterp.optvis import param as param_lib
 from jaxinterp.optvis import transforms as tf_lib
@@ -49,11 +50,6 @@ class _Config:
     optimizer: Any
     beta: float  # the TV exponent
     alpha: float  # the α-norm exponent
-
-
-@tuned_jit(static_argnames=("name",))
-def _layer_output(m, x, name):
-    return m(x, check=False)[1][name]
 
 
 @tuned_jit(static_argnames=("cfg",))
@@ -114,7 +110,7 @@ def invert(m, x: jax.Array | None, layer: str, *, target: jax.Array | None = Non
         if x is None:
             raise ValueError("invert needs images x or target= features")
         x = check_images(x, min_size=m.min_size)
-        target = _layer_output(m, x, name)
+        target = layer_output(m, x, name)
         size = tuple(x.shape[1:3])
     else:
         target = check_real(target, "target")
@@ -132,7 +128,7 @@ def invert(m, x: jax.Array | None, layer: str, *, target: jax.Array | None = Non
     p = param_lib.image_param(param, size, decorrelate=decorrelate, sigmoid=False)
     transforms = tf_lib.resolve(transforms)
     match = obj_lib.match(name, target)
-    probe = jax.eval_shape(lambda m, x: _layer_output(m, x, name), m,
+    probe = jax.eval_shape(lambda m, x: layer_output(m, x, name), m,
                            jax.ShapeDtypeStruct((1, *p.size, 3), jnp.float32))
     if target.shape[1:] != probe.shape[1:]:
         raise ValueError(f"target has shape {target.shape[1:]} per image; layer {layer!r} gives "

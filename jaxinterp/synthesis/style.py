@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ import optax
 
 from jaxinterp._xla import tuned_jit
 from jaxinterp.checks import as_key, check_count, check_images, check_real
+from jaxinterp.model import layer_output
 from jaxinterp.optvis.hooks import Clip
 from jaxinterp.optvis.optimize import features, optimize
 from jaxinterp.optvis.resume import fingerprint, run_in_chunks
@@ -194,11 +195,6 @@ def _final_terms(m, images, targets, weights, cfg):
 def _style_targets(m, style, names, normalization):
     feats = features(m, style)
     return tuple(gram(feats[n], normalization) for n in names)
-
-
-@tuned_jit(static_argnames=("name",))
-def _content_target(m, x, name):
-    return features(m, x)[name]
 
 
 def _style_grams(m, style, n, names, normalization):
@@ -389,7 +385,7 @@ def style_transfer(m, content, style, *, content_layer: str | None = None,
     cfg = _Config(names, cname, normalization, optimizer, float(lr))
     weights = _weights(names, layer_weights, normalization, style_weight, content_weight,
                        tv_weight)
-    targets = {"grams": grams, "content": _content_target(m, content, cname)}
+    targets = {"grams": grams, "content": layer_output(m, content, cname)}
     start = content if init == "content" else jax.random.uniform(as_key(key), content.shape)
     return _run(m, start, targets, weights, steps, cfg, key, checkpoint_dir, checkpoint_every,
                 progress, ("style", init))
