@@ -12,6 +12,7 @@ from jaxinterp.optvis import Yosinski, objectives, optimize, visualize, visualiz
 from jaxinterp.synthesis import deepdream, gram, invert, style_transfer, texture
 from jaxinterp.checks import check_images
 from jaxinterp.model import Model, Preprocess, init_model
+from jaxinterp.wrapped import Wrapped, wrap
 from jaxinterp.weights import (CheckpointError, import_weights, load_checkpoint, load_model,
                                save_model)
 
@@ -60,6 +61,8 @@ __all__ = [
     "visualize_units",
     "Yosinski",
     "Model",
+    "Wrapped",
+    "wrap",
     "Preprocess",
     "check_images",
     "data",

@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxinterp._xla import tuned_jit
 from jaxinterp.checks import check_images
+from jaxinterp.models import resnet as resnet_lib
 from jaxinterp.models import vgg as vgg_lib
 
 
@@ -112,7 +113,7 @@ class Meta:
         if not isinstance(extra, dict):
             raise ValueError("metadata extra must be an object")
         try:
-            module = vgg_lib.vgg(d["arch"], **config)
+            module = _module(d["arch"], config)
         except (TypeError, ValueError) as e:
             raise ValueError(f"metadata arch/config do not describe a model: {e}") from None
         if len(classes) != module.num_classes:
@@ -148,9 +149,37 @@ def imagenet_classes() -> list[str]:
     return text.strip().split("\n")
 
 
-def build_module(meta: Meta) -> vgg_lib.VGG:
-    """The Flax module described by `meta`."""
-    return vgg_lib.vgg(meta.arch, **dict(meta.config))
+ARCHS = vgg_lib.ARCHS + resnet_lib.ARCHS
+
+
+def _module(arch: str, config: dict):
+    if arch in resnet_lib.ARCHS:
+        return resnet_lib.resnet(arch, **config)
+    return vgg_lib.vgg(arch, **config)
+
+
+def build_module(meta: Meta):
+    """The Flax module described by `meta` (a `VGG` or a `ResNet`)."""
+    return _module(meta.arch, dict(meta.config))
+
+
+def assemble(module, variables, meta: Meta):
+    """The model object for a built-in architecture: a VGG `Model`, or a ResNet as a wrapped
+    linen module (`ji.wrap`) carrying `meta`."""
+    if isinstance(module, vgg_lib.VGG):
+        return Model(module, variables, meta)
+    from jaxinterp.wrapped import wrap
+
+    return wrap(module, variables, input_size=meta.input_size, preprocess=meta.preprocess,
+                classes=meta.classes, min_size=module_min_size(module), name=meta.arch,
+                meta=meta)
+
+
+def module_min_size(module) -> int:
+    """Smallest image side the module runs on (VGG: 2**pools; ResNet: 32)."""
+    if isinstance(module, vgg_lib.VGG):
+        return 2 ** sum(1 for v in module.cfg if v == "M")
+    return 32
 
 
 @tuned_jit(static_argnames=("module", "preprocess"))
@@ -323,6 +352,8 @@ def layer_output(m: Model, x: jax.Array, name: str) -> jax.Array:
 
 def model_meta(arch: str, num_classes: int | None = None, **config) -> Meta:
     """Default metadata for an architecture: ImageNet for VGG11-19, `shapes` for vgg-mini."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
     if arch == "vgg-mini":
         from jaxinterp.data import shapes_dataset as shapes
         classes = list(shapes.CLASSES)
@@ -333,23 +364,24 @@ def model_meta(arch: str, num_classes: int | None = None, **config) -> Meta:
     if num_classes is not None and num_classes != len(classes):
         classes = [f"class_{i}" for i in range(num_classes)]
     config = {"num_classes": len(classes), **config}
-    vgg_lib.vgg(arch, **config)  # validates arch and config
+    _module(arch, config)  # validates arch and config
     return Meta(arch, tuple(sorted(config.items())), tuple(classes), size, pre)
 
 
-def abstract_variables(module: vgg_lib.VGG) -> Any:
+def abstract_variables(module) -> Any:
     """Shapes and dtypes of the module's variables (`jax.ShapeDtypeStruct`s), without allocating."""
-    n = 2 ** sum(1 for v in module.cfg if v == "M")
+    n = module_min_size(module)
     x = jax.ShapeDtypeStruct((1, n, n, 3), jnp.float32)
     return jax.eval_shape(module.init, jax.random.key(0), x)
 
 
 def init_model(arch: str, key: jax.Array | None = None, num_classes: int | None = None,
-               **config) -> Model:
-    """A model with freshly initialized weights (torchvision's VGG initialization).
+               **config):
+    """A model with freshly initialized weights (torchvision's initialization of convolutions).
 
     Args:
-      arch: `vgg11`, `vgg13`, `vgg16`, `vgg19` (optionally `_bn`) or `vgg-mini`.
+      arch: `vgg11`, `vgg13`, `vgg16`, `vgg19` (optionally `_bn`), `vgg-mini`, or
+        `resnet18|34|50|101|152` (returned as a wrapped model, `ji.wrap`).
       key: PRNG key; `jax.random.key(0)` if omitted.
       num_classes: outputs of the last layer (default 1000, or 8 for vgg-mini).
       **config: other `VGG` fields (pool="avg", hidden=...).
@@ -358,7 +390,7 @@ def init_model(arch: str, key: jax.Array | None = None, num_classes: int | None 
     """
     meta = model_meta(arch, num_classes, **config)
     module = build_module(meta)
-    n = 2 ** sum(1 for v in module.cfg if v == "M")
+    n = module_min_size(module)
     key = jax.random.key(0) if key is None else key
     variables = jax.jit(module.init)(key, jnp.zeros((1, n, n, 3), jnp.float32))
-    return Model(module, variables, meta)
+    return assemble(module, variables, meta)

@@ -8,6 +8,7 @@ name and renamed into place when complete, so an interrupted write never looks l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import numpy as np
 
 from jaxinterp import model as model_lib
 from jaxinterp.outputs import current_umask, stale_leftovers
+from jaxinterp.models import resnet as resnet_lib
 from jaxinterp.models import vgg as vgg_lib
 
 FORMAT = "jaxinterp-checkpoint"
@@ -232,7 +234,7 @@ def load_checkpoint(path: str | os.PathLike) -> model_lib.Model:
     if want is not None and params_checksum(variables) != want:
         raise CheckpointError(f"{path} is corrupt: its parameters do not match the checksum in "
                               "metadata.json (changed or damaged files)")
-    return model_lib.Model(module, variables, meta)
+    return model_lib.assemble(module, variables, meta)
 
 
 # --------------------------------------------------------------------------- which model
@@ -264,11 +266,11 @@ def locate(name: str | os.PathLike | None = None, key: Any = None, **config) -> 
         raise ValueError(f"{name!r} is a file, not a checkpoint directory; import it first with "
                          "ji.import_weights(src, arch=...) or `jaxinterp weights import`")
     raise ValueError(f"{name!r} is neither a known architecture nor a checkpoint directory; "
-                     f"valid architectures: {', '.join(vgg_lib.ARCHS)}")
+                     f"valid architectures: {', '.join(model_lib.ARCHS)}")
 
 
 def _is_arch(name: str) -> bool:
-    return name in vgg_lib.ARCHS
+    return name in model_lib.ARCHS
 
 
 def load_model(name: str | os.PathLike | None = None, *, key: Any = None,
@@ -433,11 +435,13 @@ def infer_format(src: str | os.PathLike) -> str:
 def import_weights(src: str | os.PathLike, arch: str, fmt: str | None = None,
                    out: str | os.PathLike | None = None, *, classes: list[str] | None = None,
                    overwrite: bool = False) -> model_lib.Model:
-    """Imports VGG weights from torchvision (`.pth`, `.safetensors`) or Keras (`.h5`).
+    """Imports VGG weights from torchvision (`.pth`, `.safetensors`) or Keras (`.h5`), or
+    torchvision ResNet weights.
 
     Args:
       src: the weight file.
-      arch: `vgg11`, `vgg13`, `vgg16`, `vgg19` (`_bn` variants for torchvision) or `vgg-mini`.
+      arch: `vgg11`, `vgg13`, `vgg16`, `vgg19` (`_bn` variants for torchvision), `vgg-mini`, or
+        `resnet18|34|50|101|152` (torchvision files only; returned as a wrapped model).
       fmt: "torch", "safetensors" or "keras"; inferred from the suffix if omitted.
       out: if given, the checkpoint directory to write (atomically).
       classes: class names; ImageNet's when the head has 1,000 outputs, else `class_i`.
@@ -450,6 +454,8 @@ def import_weights(src: str | os.PathLike, arch: str, fmt: str | None = None,
         raise ValueError(f"fmt must be 'torch', 'safetensors' or 'keras', got {fmt!r}")
     if not Path(src).is_file():
         raise FileNotFoundError(f"weight file not found: {src}")
+    if arch in resnet_lib.ARCHS:
+        return _import_resnet(src, arch, fmt, out, classes, overwrite)
     probe = vgg_lib.vgg(arch)  # validates arch
     if fmt == "keras":
         if probe.batch_norm or probe.head != "classifier":
@@ -476,13 +482,34 @@ def import_weights(src: str | os.PathLike, arch: str, fmt: str | None = None,
         meta = model_lib.Meta(meta.arch, meta.config, tuple(classes), meta.input_size, pre)
     extra = json.dumps({"source": {"file": Path(src).name, "format": fmt}})
     meta = model_lib.Meta(meta.arch, meta.config, meta.classes, meta.input_size, pre, extra)
-    module = model_lib.build_module(meta)
+    return _finish_import(variables, model_lib.build_module(meta), meta, src, out, overwrite)
+
+
+def _finish_import(variables, module, meta, src, out, overwrite):
+    """Checks imported variables against the architecture, casts them, saves if asked."""
     check_variables(variables, module, str(src))
     bad = [k for k, v in _flat(variables).items() if not np.isfinite(np.asarray(v)).all()]
     if bad:
         raise CheckpointError(f"{src} has NaN or infinite values in {', '.join(bad)}")
     variables = jax.tree_util.tree_map(lambda a: jax.numpy.asarray(a, np.float32), variables)
-    m = model_lib.Model(module, variables, meta)
+    m = model_lib.assemble(module, variables, meta)
     if out is not None:
         save_model(m, out, overwrite=overwrite)
     return m
+
+
+def _import_resnet(src, arch, fmt, out, classes, overwrite):
+    if fmt == "keras":
+        raise ValueError(f"Keras import supports vgg16 and vgg19, not {arch!r}")
+    variables = resnet_lib.convert_torch(read_state_dict(src, fmt), resnet_lib.resnet(arch))
+    fc = variables["params"].get("fc", {})
+    num_classes = int(np.shape(fc["kernel"])[-1] if "kernel" in fc
+                      else np.shape(fc.get("bias", np.zeros(1000)))[0])
+    meta = model_lib.model_meta(arch, num_classes)
+    if classes is not None:
+        if len(classes) != num_classes:
+            raise ValueError(f"classes has {len(classes)} names but the file has {num_classes} outputs")
+        meta = dataclasses.replace(meta, classes=tuple(classes))
+    meta = dataclasses.replace(meta, extra_json=json.dumps(
+        {"source": {"file": Path(src).name, "format": fmt}}))
+    return _finish_import(variables, model_lib.build_module(meta), meta, src, out, overwrite)

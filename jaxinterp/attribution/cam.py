@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp._xla import tuned_jit
-from jaxinterp.attribution.core import (default_layer, keeps_sharding, prepare, rule_gradient,
+from jaxinterp.attribution.core import (default_layer, is_vgg, keeps_sharding, prepare, rule_gradient,
                                         total_score)
 
 INTERPOLATIONS = ("bilinear", "nearest")
@@ -21,7 +21,14 @@ def _resize(cam, size, interpolation):
 
 def _layer(m, layer):
     name = m.resolve(layer) if layer is not None else default_layer(m)
-    if name.startswith("classifier") or name == "avgpool" and m.module.head == "gap":
+    if not is_vgg(m):
+        shape = jax.eval_shape(lambda x: m(x, check=False)[1][name],
+                               jax.ShapeDtypeStruct((1, *(m.info.input_size or (224, 224)), 3),
+                                                    jnp.float32)).shape
+        if len(shape) != 4:
+            raise ValueError(f"Grad-CAM needs a spatial layer ([N, h, w, C] output); {name!r} "
+                             f"gives {shape}")
+    elif name.startswith("classifier") or name == "avgpool" and m.module.head == "gap":
         raise ValueError(f"Grad-CAM needs a spatial layer (features.* or avgpool), got {layer!r}")
     return name
 
@@ -84,6 +91,10 @@ def guided_grad_cam(m, x, target, layer: str | None = None, *,
 
 
 def _cam_layer(m):
+    if not is_vgg(m):
+        raise ValueError("CAM reads the dense weights after jaxinterp VGG's global-average-pool "
+                         "head; for a wrapped model use grad_cam (on a GAP + linear head, CAM "
+                         "is Grad-CAM without the ReLU, times h*w)")
     names = [s.name for s in m.specs]
     if m.module.head != "gap":
         raise ValueError(f"CAM needs a global-average-pool head (vgg-mini); {m.arch} has "

@@ -53,8 +53,16 @@ def rule_gradient(m, x, t: Target, rule: str | None = None, absolute: bool = Fal
     return jnp.abs(g) if absolute else g
 
 
+def is_vgg(m) -> bool:
+    """Whether `m` is jaxinterp's VGG `Model` (layer specs, partial runs), not a wrapped model."""
+    return hasattr(m, "specs")
+
+
 def default_layer(m) -> str:
-    """The output of the last convolutional block before the head (relu5_3 on VGG16)."""
+    """The output of the last convolutional block before the head (relu5_3 on VGG16); for a
+    wrapped model, its last layer with a spatial output."""
+    if not is_vgg(m):
+        return m.default_layer()
     return [s.name for s in m.specs if s.kind == "relu" and s.name.startswith("features")][-1]
 
 

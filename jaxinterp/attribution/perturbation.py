@@ -8,7 +8,8 @@ import numpy as np
 
 from jaxinterp._xla import tuned_jit
 from jaxinterp.attribution import incremental as inc
-from jaxinterp.attribution.core import keeps_sharding, loop_ready, prepare
+from jaxinterp.attribution.core import (input_gradient, is_vgg, keeps_sharding, loop_ready,
+                                        prepare)
 from jaxinterp.checks import check_batch_size, check_count, check_real
 from jaxinterp.chunking import chunked_map, chunked_sum
 
@@ -48,6 +49,12 @@ def _ig(m, x, t, baseline, alphas, weights, batch_size, return_delta):
     # output is h(base) + alpha * (h(x) - h(base)), and the sum of the path gradients passes
     # back through it once: sum_k w_k dF/dz(z_k) = h'^T (sum_k w_k dF/dh(h_k)).
     base = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
+    if not is_vgg(m):  # a wrapped model: gradients at the path points themselves
+        def path_grad(aw):
+            return aw[1] * input_gradient(m, t, base + aw[0] * (x - base))
+
+        attr = (x - base) * chunked_sum(path_grad, (alphas, weights), batch_size)
+        return _with_delta(m, t, x, base, attr) if return_delta else attr
     first = lambda z: m.module.apply(m.variables, m.meta.preprocess(z), stop=1)[0]  # noqa: E731
     h0, back = jax.vjp(first, base)
     dh, name, ml = first(x) - h0, m.layers[0], loop_ready(m, batch_size)
@@ -57,8 +64,10 @@ def _ig(m, x, t, baseline, alphas, weights, batch_size, return_delta):
         return aw[1] * jax.grad(score)(h0 + aw[0] * dh)
 
     attr = (x - base) * back(chunked_sum(weighted_grad, (alphas, weights), batch_size))[0]
-    if not return_delta:
-        return attr
+    return _with_delta(m, t, x, base, attr) if return_delta else attr
+
+
+def _with_delta(m, t, x, base, attr):
     f = lambda z: t(*m(z, check=False))  # noqa: E731
     return attr, attr.sum((1, 2, 3)) - (f(x) - f(base))
 
@@ -124,7 +133,8 @@ def _occlusion(m, x, t, baseline, corners, window, batch_size, incremental):
     base = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     clean_logits, clean_feats = m(x, check=False)
     clean = t(clean_logits, clean_feats)
-    inputs, steps = m.meta.preprocess(x), inc.plan(m.specs, x.shape[1:3], window)
+    if incremental:
+        inputs, steps = m.meta.preprocess(x), inc.plan(m.specs, x.shape[1:3], window)
 
     def drop(at):
         crop = jax.lax.dynamic_slice(base, (0, at[0], at[1], 0), (x.shape[0], *window, 3))
@@ -158,7 +168,8 @@ def occlusion(m, x, target, window=(16, 16), stride=(8, 8), baseline=0.0,
       batch_size: window positions evaluated at a time (memory bound); None: all at once.
       incremental: recompute each layer only on the box the window can change, until the box
         covers the map (`attribution.incremental`); same scores up to float rounding, several
-        times less work on VGG16. False runs the whole network on every occluded image.
+        times less work on VGG16. False runs the whole network on every occluded image (always
+        so on a wrapped model).
     Returns:
       `[N, H, W]` maps.
     """
@@ -169,4 +180,4 @@ def occlusion(m, x, target, window=(16, 16), stride=(8, 8), baseline=0.0,
         raise ValueError(f"window {window} is larger than the image {x.shape[1:3]}")
     corners = window_corners(x.shape[1:3], window, stride)
     return _occlusion(m, x, t, check_baseline(baseline, x), jnp.asarray(corners), window,
-                      batch_size, bool(incremental))
+                      batch_size, bool(incremental) and is_vgg(m))

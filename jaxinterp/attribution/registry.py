@@ -52,6 +52,9 @@ class Method:
 
     def supports(self, m) -> str | None:
         """None if the method applies to model `m`, else the reason it does not."""
+        if self.gap_only and not hasattr(m, "specs"):
+            return f"{self.name} needs jaxinterp's VGG with a global-average-pool head; " \
+                   "use grad_cam on a wrapped model"
         if self.gap_only and m.module.head != "gap":
             return f"{self.name} needs a global-average-pool head; {m.arch} has none (use grad_cam)"
         return None
