@@ -63,6 +63,10 @@ def cascading_randomization(m, key: jax.Array, depth: int):
     from jaxinterp import model as model_lib
     from jaxinterp.models.vgg import param_name
 
+    if not hasattr(m, "specs"):
+        raise ValueError(f"cascading randomization follows jaxinterp VGG's layer list; {m.arch} "
+                         "has none: re-initialize its top layers with your own init and "
+                         "m.with_variables(...)")
     fresh = model_lib.init_model(m.arch, key, num_classes=m.num_classes,
                                  **{k: v for k, v in m.meta.config if k != "num_classes"})
     weighted = [s for s in m.specs if s.kind in ("conv", "dense")][::-1][:depth]

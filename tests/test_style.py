@@ -127,12 +127,21 @@ def test_lbfgs_reaches_a_loss_in_fewer_iterations_than_adam(default_model, shape
 
 
 def test_a_batch_of_pairs_equals_the_pairs_one_by_one(default_model, shapes_images):
+    # Adam: each step is a continuous function of the last, so a batch and single images agree
+    # to rounding. (L-BFGS's line search makes discrete choices that rounding differences
+    # between a batched and a single convolution can flip: on some CPUs its images then differ
+    # by 4e-3 after 8 steps, though each example is optimized on its own.)
     content, style = shapes_images[:2], shapes_images[2:4]
-    both = ji.style_transfer(default_model, content, style, steps=8)
+    both = ji.style_transfer(default_model, content, style, steps=8, optimizer="adam")
     for i in range(2):
-        one = ji.style_transfer(default_model, content[i:i + 1], style[i:i + 1], steps=8)
+        one = ji.style_transfer(default_model, content[i:i + 1], style[i:i + 1], steps=8,
+                                optimizer="adam")
         np.testing.assert_allclose(both.images[i], one.images[0], atol=2e-5)
     assert float(both.losses[-1].max()) < float(both.losses[0].min())
+    lbfgs = ji.style_transfer(default_model, content, style, steps=8)
+    for i in range(2):
+        one = ji.style_transfer(default_model, content[i:i + 1], style[i:i + 1], steps=8)
+        np.testing.assert_allclose(lbfgs.losses[-1, i], one.losses[-1, 0], rtol=2e-2)
 
 
 def test_style_images_of_another_size_and_one_style_for_all(default_model, shapes_images):

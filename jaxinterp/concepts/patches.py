@@ -26,6 +26,10 @@ def receptive_field(m, layer: str) -> ReceptiveField:
     """The true receptive field of `layer`'s units, from the layer stack (3x3 convolutions with
     padding 1, 2x2 pooling with stride 2)."""
     name = m.resolve(layer)
+    if not hasattr(m, "specs"):
+        raise ValueError(f"the receptive field is computed from jaxinterp VGG's layer list; "
+                         f"{m.arch} has none (top_activating(..., patches=False) still ranks "
+                         "images and finds the positions)")
     size, stride, offset = 1, 1, 0.0
     for s in m.specs:
         if s.kind == "conv":
@@ -97,7 +101,8 @@ def top_activating(m, layer: str, units: int | Sequence[int] | None, data: Any, 
       data: a `Shapes` batch, an image array `[N, H, W, 3]`, a list of either, or a function
         returning a fresh iterator of them.
       k: images per unit.
-      patches: also cut out each image's receptive-field window around the maximum.
+      patches: also cut out each image's receptive-field window around the maximum (needs
+        jaxinterp's VGG; on a wrapped model pass False: no boxes or patches then).
       batch_size: images per compiled call when `data` is one batch or array.
       progress: wraps the pass's iterator, `progress(iterator, desc)`.
     Returns:
@@ -132,6 +137,7 @@ def top_activating(m, layer: str, units: int | Sequence[int] | None, data: Any, 
     positions = boxes = cut = None
     if width is not None:
         positions = np.stack([where // width, where % width], -1)
+    if width is not None and (patches or hasattr(m, "specs")):
         rf = receptive_field(m, name)
         h, w = chosen.shape[2:4]
         centre = positions * rf.stride + rf.offset

@@ -70,6 +70,9 @@ def _acts(m, x, name):
 @tuned_jit(static_argnames=("name", "start"))
 def _gradients(m, x, target, name, start):
     h = m(x, check=False)[1][name]
+    if start is None:  # a wrapped model: the gradient at the layer through a zero tap
+        tapped = lambda d: target(*m(x, check=False, taps={name: d})).sum()  # noqa: E731
+        return jax.grad(tapped)(jnp.zeros_like(h)).reshape(x.shape[0], -1)
 
     def score(h):
         logits, feats = m.resume(h, start)
@@ -128,7 +131,7 @@ def tcav(m, layer: str, concept_images: jax.Array, random_images: jax.Array,
         raise ValueError(f"random_images has {random_images.shape[0]} images; each random set "
                          f"needs as many as concept_images ({nc})")
     t = as_target(m, target, inputs.shape[0])
-    start = m.layers.index(name) + 1
+    start = m.layers.index(name) + 1 if hasattr(m, "resume") else None
     concept = _acts(m, concept_images, name)
     pool = _acts(m, random_images, name)
     keys = jax.random.split(as_key(key), runs)

@@ -78,14 +78,22 @@ def _tv(x):
     return dy + dx
 
 
+def _need_specs(m, what):
+    if not hasattr(m, "specs"):
+        raise ValueError(f"the default {what} are chosen from jaxinterp VGG's layer list; for "
+                         f"{m.arch}, pass {what}= (names from m.layers)")
+
+
 def texture_layers(m) -> list[str]:
     """Gatys et al.'s texture layers: the first conv and up to four pooling layers."""
+    _need_specs(m, "layers")
     first = next(s for s in m.specs if s.kind == "conv")
     pools = [s for s in m.specs if s.kind == "pool"][:4]
     return [s.alias or s.name for s in [first, *pools]]
 
 
 def _relus_by_block(m) -> list[list[str]]:
+    _need_specs(m, "style_layers and content_layer")
     blocks, current = [], []
     for s in m.specs:
         if s.kind == "relu" and s.name.startswith("features"):
@@ -226,7 +234,7 @@ def _check_deep_enough(m, size, names):
 
 def _resolve_layers(m, layers, default, what):
     if layers is None:
-        layers = default
+        layers = default(m)
     if isinstance(layers, str):
         layers = [layers]
     if isinstance(layers, dict):
@@ -321,7 +329,7 @@ def texture(m, style, *, layers: Sequence[str] | dict | None = None,
       `Stylized(images, losses, style_loss, content_loss)`.
     """
     _common_checks(m, steps, optimizer, normalization, lr)
-    names, layer_weights = _resolve_layers(m, layers, texture_layers(m), "layers")
+    names, layer_weights = _resolve_layers(m, layers, texture_layers, "layers")
     count = (len(style) if isinstance(style, (list, tuple)) else
              (1 if np.ndim(style) == 3 else np.shape(style)[0]))
     if n is not None:
@@ -376,8 +384,8 @@ def style_transfer(m, content, style, *, content_layer: str | None = None,
     _common_checks(m, steps, optimizer, normalization, lr)
     content = check_images(content, "content", m.min_size)
     count = content.shape[0]
-    names, layer_weights = _resolve_layers(m, style_layers, _default_style_layers(m), "style_layers")
-    (cname,), _ = _resolve_layers(m, content_layer or _default_content_layer(m), None,
+    names, layer_weights = _resolve_layers(m, style_layers, _default_style_layers, "style_layers")
+    (cname,), _ = _resolve_layers(m, content_layer, _default_content_layer,
                                   "content_layer")
     if init not in ("content", "noise"):
         raise ValueError(f"init must be 'content' or 'noise', got {init!r}")

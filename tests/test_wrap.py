@@ -1,0 +1,222 @@
+"""`ji.wrap`: users' own models (linen, NNX, a plain function) through the method table, and the
+jaxpr ReLU rewrite behind guided backprop / DeconvNet on them."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jaxinterp as ji
+from jaxinterp import rules
+
+SIZE = 16
+SMALL = {"smooth_grad": {"samples": 3, "key": jax.random.key(3)},
+         "integrated_gradients": {"steps": 4},
+         "occlusion": {"window": 8, "stride": 8}}
+METHODS = [n for n in ji.attribution.METHODS if n != "cam"]
+
+
+def maximum_relu(x):
+    return jnp.maximum(x, 0)
+
+
+class LinenCNN(nn.Module):
+    """Functional ReLUs given by `act`: nn.relu, jnp.maximum(x, 0), or a jaxinterp rule."""
+
+    act: object = nn.relu
+
+    @nn.compact
+    def __call__(self, x):
+        x = self.act(nn.Conv(6, (3, 3), name="conv1")(x))
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = self.act(nn.Conv(8, (3, 3), name="conv2")(x))
+        x = self.act(nn.Dense(8, name="hidden")(x.mean((1, 2))))
+        return nn.Dense(5, name="fc")(x)
+
+
+class NNXCNN(nnx.Module):
+    def __init__(self, rngs):
+        self.conv1 = nnx.Conv(3, 6, (3, 3), rngs=rngs)
+        self.blocks = nnx.List([nnx.Conv(6, 6, (3, 3), rngs=rngs) for _ in range(2)])
+        self.fc = nnx.Linear(6, 5, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.conv1(x))
+        for block in self.blocks:
+            x = nnx.relu(block(x)) + x
+        return self.fc(x.mean((1, 2)))
+
+
+def function_cnn(params, x):
+    """A plain apply function naming its layers in the big_vision way."""
+    h = jax.lax.conv_general_dilated(x, params["k"], (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = jnp.maximum(h + params["b"], 0.0)
+    return h.mean((1, 2)) @ params["w"], {"conv": h}
+
+
+def _function_params():
+    k1, k2, k3 = jax.random.split(jax.random.key(7), 3)
+    return {"k": jax.random.normal(k1, (3, 3, 3, 6)) * 0.3,
+            "b": jax.random.normal(k2, (6,)) * 0.1, "w": jax.random.normal(k3, (6, 5))}
+
+
+def models():
+    linen = LinenCNN()
+    variables = linen.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+    return {"linen": ji.wrap(linen, variables, input_size=(SIZE, SIZE)),
+            "nnx": ji.wrap(NNXCNN(nnx.Rngs(0)), input_size=(SIZE, SIZE)),
+            "function": ji.wrap(function_cnn, _function_params(), input_size=(SIZE, SIZE))}
+
+
+@pytest.fixture(scope="module")
+def wrapped():
+    return models()
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = jax.random.uniform(jax.random.key(11), (3, SIZE, SIZE, 3))
+    return x, jnp.array([1, 4, 2])
+
+
+def run(m, name, x, y, **kw):
+    method = ji.attribution.METHODS[name]
+    return np.asarray(method(m, x, y, **{**SMALL.get(name, {}), **kw}))
+
+
+def test_layer_names_from_the_module_tree(wrapped):
+    assert wrapped["linen"].layers == ["conv1", "conv2", "hidden", "fc"]
+    assert wrapped["nnx"].layers == ["conv1", "blocks/0", "blocks/1", "fc"]
+    assert wrapped["function"].layers == ["conv"]
+    assert wrapped["nnx"].resolve("blocks.1") == "blocks/1"
+    assert wrapped["linen"].channels("conv2") == 8 and wrapped["linen"].num_classes == 5
+    assert wrapped["linen"].default_layer() == "conv2"
+    with pytest.raises(ValueError, match="unknown layer 'conv3'.*valid layers: conv1, conv2"):
+        ji.grad_cam(wrapped["linen"], jnp.zeros((1, SIZE, SIZE, 3)), 0, layer="conv3")
+    with pytest.raises(ValueError, match="spatial layer"):
+        ji.grad_cam(wrapped["linen"], jnp.zeros((1, SIZE, SIZE, 3)), 0, layer="hidden")
+    assert "global-average-pool" in ji.attribution.METHODS["cam"].supports(wrapped["nnx"])
+    with pytest.raises(ValueError, match="CAM"):
+        ji.cam(wrapped["nnx"], jnp.zeros((1, SIZE, SIZE, 3)), 0)
+    with pytest.raises(ValueError, match="classes has 3 names"):
+        ji.wrap(function_cnn, _function_params(), classes=["a", "b", "c"], input_size=(8, 8))
+    with pytest.raises(TypeError, match="cannot wrap"):
+        ji.wrap(42)
+
+
+@pytest.mark.parametrize("act", [nn.relu, maximum_relu], ids=["nn.relu", "jnp.maximum"])
+@pytest.mark.parametrize("rule, method", [("guided", "guided_backprop"),
+                                          ("deconv", "deconvnet")])
+def test_rewrite_equals_the_rule_written_by_hand(data, act, rule, method):
+    x, y = data
+    variables = LinenCNN(act).init(jax.random.key(0), x[:1])
+    ours = run(ji.wrap(LinenCNN(act), variables), method, x, y)
+    by_hand = run(ji.wrap(LinenCNN(rules.RULES[rule]), variables), "saliency", x, y)
+    plain = run(ji.wrap(LinenCNN(act), variables), "saliency", x, y)
+    np.testing.assert_allclose(ours, by_hand, rtol=1e-6, atol=1e-7 * np.abs(by_hand).max())
+    assert np.abs(ours - plain).max() > 0.1 * np.abs(plain).max()  # the rule did change it
+
+
+def test_unrecognised_relus_raise(data):
+    x, y = data
+
+    def no_relu(p, x):
+        return jnp.tanh(x.mean((1, 2)) @ p)
+
+    def relu_in_loop(p, x):
+        h = jax.lax.fori_loop(0, 2, lambda i, h: jax.nn.relu(h @ p["s"]), x.mean((1, 2)) @ p["w"])
+        return h
+
+    with pytest.raises(rules.UnsupportedReLU, match="no ReLU found"):
+        ji.guided_backprop(ji.wrap(no_relu, jnp.ones((3, 5))), x, y)
+    m = ji.wrap(relu_in_loop, {"w": jnp.ones((3, 5)), "s": jnp.eye(5)})
+    with pytest.raises(rules.UnsupportedReLU, match="inside `scan`"):
+        ji.deconvnet(m, x, y)
+    np.testing.assert_allclose(ji.saliency(m, x, y), jax.grad(  # plain gradients still work
+        lambda x: relu_in_loop(m.variables, x)[jnp.arange(3), y].sum())(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["nnx", "function"])
+@pytest.mark.parametrize("name", METHODS)
+def test_method_table_on_wrapped_models(wrapped, data, kind, name):
+    """jit == eager, batch == single calls, no retrace on new data of the same shape."""
+    m, (x, y) = wrapped[kind], data
+    batch = run(m, name, x, y)
+    assert np.isfinite(batch).all() and np.abs(batch).max() > 0
+    scale = np.abs(batch).max()
+    with jax.disable_jit():
+        eager = run(m, name, x, y)
+    np.testing.assert_allclose(eager, batch, rtol=1e-4, atol=1e-5 * scale)
+    kw = {"key": jax.random.split(jax.random.key(3), 3)} if name == "smooth_grad" else {}
+    batch = run(m, name, x, y, **kw)
+    singles = np.concatenate([run(m, name, x[i:i + 1], y[i:i + 1],
+                                  **({"key": kw["key"][i:i + 1]} if kw else {}))
+                              for i in range(3)])
+    np.testing.assert_allclose(singles, batch, rtol=1e-4, atol=1e-5 * scale)
+    x2, y2 = jax.random.uniform(jax.random.key(12), x.shape), np.asarray((y + 1) % 5)
+    logger = logging.getLogger("jax")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            run(m, name, x2, y2, **kw)
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "Compiling" in r.getMessage()]
+
+
+def test_other_methods_on_a_wrapped_model(wrapped, data):
+    m, (x, y) = wrapped["linen"], data
+    fooled = ji.pgd(m, x, y, eps=0.1, steps=5)
+    assert np.abs(np.asarray(fooled - x)).max() <= 0.1 + 1e-6
+    assert (np.asarray(m(fooled)[0]).argmax(1) != np.asarray(y)).sum() >= 2
+    o = ji.objectives
+    noise = jax.random.uniform(jax.random.key(0), (64, SIZE, SIZE, 3))
+    shown = ji.visualize(m, o.logit(2), steps=30, size=SIZE, transforms=())
+    assert m(shown.images)[0][0, 2] > 2 * m(noise)[0][:, 2].max()  # beats 64 random images
+    inv = ji.invert(m, x[:1], layer="conv1", steps=30)
+    assert inv.losses[-1] < 0.5 * inv.losses[0]
+    t = ji.tcav(m, "conv2", x, jnp.concatenate([x[::-1], x]), x, 1, runs=2)
+    assert np.all((t.scores >= 0) & (t.scores <= 1))
+
+
+SHARDED = """
+import json, sys
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+sys.path.insert(0, "tests")
+from test_wrap import METHODS, models, run
+assert len(jax.devices()) == 4
+x = jax.random.uniform(jax.random.key(11), (4, 16, 16, 3))
+y = jax.numpy.array([1, 4, 2, 0])
+mesh = Mesh(np.array(jax.devices()), ("batch",))
+xs, ys = (jax.device_put(a, NamedSharding(mesh, P("batch"))) for a in (x, y))
+out = {}
+for kind, m in models().items():
+    for name in METHODS:
+        ref = run(m, name, x, y)
+        out[f"{kind}/{name}"] = float(np.abs(run(m, name, xs, ys) - ref).max() / np.abs(ref).max())
+print(json.dumps(out))
+"""
+
+
+def test_sharded_equals_unsharded():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env,
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(out) == 3 * len(METHODS)
+    assert all(err < 1e-5 for err in out.values()), out
