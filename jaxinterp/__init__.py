@@ -13,6 +13,7 @@ from jaxinterp.synthesis import deepdream, gram, invert, style_transfer, texture
 from jaxinterp.checks import check_images
 from jaxinterp.model import Model, Preprocess, init_model
 from jaxinterp.wrapped import Wrapped, wrap
+from jaxinterp.runs import attribute_dataset, open_run
 from jaxinterp.weights import (CheckpointError, import_weights, load_checkpoint, load_model,
                                save_model)
 
@@ -62,6 +63,8 @@ __all__ = [
     "Yosinski",
     "Model",
     "Wrapped",
+    "attribute_dataset",
+    "open_run",
     "wrap",
     "Preprocess",
     "check_images",

@@ -205,8 +205,58 @@ def _targets(arg, m, logits):
     return np.full(len(logits), t)
 
 
+def cmd_attribute_dataset(args) -> int:
+    """`attribute --data DIR|shapes:N`: a resumable data-set run (see `ji.attribute_dataset`)."""
+    if args.images:
+        raise ValueError("give either image files or --data, not both")
+    if args.coordinator or args.num_processes or args.process_id is not None:
+        from jaxinterp.runs import initialize_distributed
+
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    import jax
+    import numpy as np
+
+    import jaxinterp as ji
+
+    m = ji.load_model(args.model)
+    target = {"auto": "predicted", "predicted": "predicted", "label": "label"}.get(args.target)
+    if target is None:
+        target = int(_targets(args.target, m, np.zeros((1, m.num_classes)))[0])
+    options = {"smooth_grad": {"samples": args.samples_sg, "batch_size": args.batch_size},
+               "integrated_gradients": {"steps": args.steps, "batch_size": args.batch_size},
+               "occlusion": {"batch_size": args.batch_size}}
+    methods = [name for name in args.method]
+    who = f"[process {jax.process_index()}/{jax.process_count()}] " \
+        if jax.process_count() > 1 else ""
+
+    def bar(it, total):
+        return progress(it, total=total, desc=f"{who}attribute", unit="img",
+                        unit_scale=args.batch, smoothing=0.1, disable=total == 0)
+
+    summary = ji.attribute_dataset(
+        m, args.data, methods, args.out, target=target, batch_size=args.batch,
+        dtype=args.dtype, metrics=args.metrics, options={k: v for k, v in options.items()
+                                                         if k in methods},
+        key=args.seed, seed=args.seed, workers=args.workers, force=args.force, progress=bar)
+    rate = summary["images_per_s"]
+    print(f"{who}{summary['computed']} batches computed, {summary['skipped']} already done "
+          f"({summary['images']} images, {summary['seconds']:.1f} s, {rate:.1f} images/s); "
+          f"run {'complete' if summary['complete'] else 'incomplete (other processes)'}: "
+          f"{args.out}")
+    for name, error in sorted(summary["failed"].items()):
+        print(f"failed: {name}: {error}", file=sys.stderr)
+    if summary["failed"]:
+        print(f"{len(summary['failed'])} files could not be read (rows left NaN, prediction -1)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_attribute(args) -> int:
     import numpy as np
+
+    if args.data is not None:
+        return cmd_attribute_dataset(args)
 
     import jaxinterp as ji
     from jaxinterp import viz
@@ -1012,6 +1062,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples / steps / windows evaluated at a time (memory bound)")
     p.add_argument("--no-figures", dest="figures", action="store_false",
                    help="write the pictures only (no per-image table.png, no compare.png)")
+    g = p.add_argument_group("data-set runs (--data)")
+    g.add_argument("--data", default=None,
+                   help="an image folder (recursive; jpg/png/webp; class subfolders give labels) "
+                        "or shapes:N: a resumable run into --out (zarr arrays + run.json; "
+                        "re-run the same command to continue after a crash); --target may be "
+                        "label; --batch is the batch and chunk size")
+    g.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="storage of attributions")
+    g.add_argument("--metrics", type=lambda s: [v for v in s.split(",") if v],
+                   default=["deletion", "insertion"],
+                   help="comma list of deletion,insertion (AUC per image and method); '' for none")
+    g.add_argument("--workers", type=positive_int, default=4, help="image-decoding threads")
+    g.add_argument("--coordinator", default=None,
+                   help="multi-process: host:port of process 0 (jax.distributed; or from the "
+                        "environment on TPU / SLURM / JAX_COORDINATOR_ADDRESS)")
+    g.add_argument("--num-processes", type=positive_int, default=None,
+                   help="multi-process: number of processes")
+    g.add_argument("--process-id", type=nonnegative_int, default=None,
+                   help="multi-process: this process's index")
     p.set_defaults(func=cmd_attribute)
 
     p = sub.add_parser("filters", help="a conv layer's filters as a grid (first layer: RGB)")

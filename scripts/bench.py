@@ -3,7 +3,8 @@
     python scripts/bench.py --quick      # under 10 minutes on the 2-core CPU
     python scripts/bench.py              # the README tables (about 40 minutes)
 
-Per attribution method and model (vgg-mini at 64x64, VGG16 at 224x224; seeded random weights
+Per attribution method and model (vgg-mini at 64x64, VGG16 and ResNet-50 at 224x224; seeded
+random weights
 copied from torch into jaxinterp through a .safetensors file): the first call (compile included)
 of each side, then interleaved timed calls (ours, theirs, ours, ...) and their medians per image;
 peak memory of each side in separate processes (RSS sampled every 2 ms during the calls, minus
@@ -56,11 +57,14 @@ MULTI = tuple(n for n, m in ji.attribution.METHODS.items() if m.chunked) + ("occ
 CAPTUM_SAME = {"occlusion_full": "occlusion"}
 # per model: input side, images per call (single-pass, multi-pass), occlusion window / stride
 MODELS = {"vgg-mini": {"size": 64, "n": (16, 4), "window": 16, "stride": 8},
-          "vgg16": {"size": 224, "n": (2, 1), "window": 32, "stride": 16}}
+          "vgg16": {"size": 224, "n": (2, 1), "window": 32, "stride": 16},
+          "resnet50": {"size": 224, "n": (2, 1), "window": 32, "stride": 16}}
+# ResNet-50 (a wrapped linen module; guided backprop through the jaxpr rewrite): these methods
+RESNET_METHODS = ("saliency", "guided_backprop", "grad_cam", "smooth_grad", "integrated_gradients")
 SAMPLES, STEPS = 50, 50
 # chunk sizes tried for the multi-pass methods (ours: batch_size=; Captum: nt_samples_batch_size,
 # internal_batch_size, perturbations_per_eval (None -> 1)); each side runs at its fastest
-CHUNKS = {"vgg-mini": (None, 8, 16), "vgg16": (None, 10)}
+CHUNKS = {"vgg-mini": (None, 8, 16), "vgg16": (None, 10), "resnet50": (None, 10)}
 
 
 # --- the two sides on identical weights --------------------------------------------------------
@@ -72,12 +76,18 @@ def setup(arch, n, seed=0):
     from torch_vgg import Normalized, seeded_vgg
 
     torch.manual_seed(seed)
-    kw = {"num_classes": 8, "batch_norm": True} if arch == "vgg-mini" else {}
-    net = seeded_vgg(arch, seed, **kw)
+    if arch.startswith("resnet"):
+        from torch_resnet import Normalized as NormalizedResNet, seeded_resnet
+
+        net = seeded_resnet(arch, seed, num_classes=1000)
+    else:
+        kw = {"num_classes": 8, "batch_norm": True} if arch == "vgg-mini" else {}
+        net = seeded_vgg(arch, seed, **kw)
     with tempfile.TemporaryDirectory() as d:
         save_file(net.state_dict(), f"{d}/w.safetensors")
         jm = ji.import_weights(f"{d}/w.safetensors", arch=arch)
-    tm = Normalized(net, jm.preprocess.mean, jm.preprocess.std).eval()
+    wrapper = NormalizedResNet if arch.startswith("resnet") else Normalized
+    tm = wrapper(net, jm.preprocess.mean, jm.preprocess.std).eval()
     size = MODELS[arch]["size"]
     x = np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32)
     target = np.arange(n) % jm.num_classes
@@ -112,7 +122,8 @@ def captum_fn(name, tm, net, layer, cfg, batch_size=None, samples=SAMPLES, steps
     import torch
     from captum import attr as ca
 
-    lyr = net.features[int(layer.split(".")[1])]
+    lyr = getattr(net, layer) if layer.startswith("layer") else \
+        net.features[int(layer.split(".")[1])]
     size = cfg["size"]
     methods = {
         "saliency": lambda i, t: ca.Saliency(tm).attribute(i, target=t, abs=False),
@@ -250,6 +261,7 @@ def bench_attribution(arch, reps, quick, peak) -> list[dict]:
     rows, captum_chunk = [], {}
     methods = METHODS if not (quick and arch == "vgg16") else (
         "saliency", "guided_backprop", "grad_cam", "guided_grad_cam")
+    methods = RESNET_METHODS if arch == "resnet50" else methods
     for name in methods:
         n = cfg["n"][name in MULTI]
         jm, tm, net, x, t, layer = setup(arch, n)
@@ -532,14 +544,14 @@ def machine() -> str:
             f"{__import__('captum').__version__}")
 
 
-SECTIONS = ("vgg-mini", "vgg16", "optvis", "optimize", "style", "concepts", "scaling", "options",
+SECTIONS = ("vgg-mini", "vgg16", "resnet50", "optvis", "optimize", "style", "concepts", "scaling", "options",
             "checks")
 
 
 def tables(out: Path) -> str:
     """The Markdown tables of every section file present in `out`."""
     lines = []
-    for arch in ("vgg-mini", "vgg16"):
+    for arch in ("vgg-mini", "vgg16", "resnet50"):
         f = out / f"attribution-{arch}.json"
         if f.exists():
             r = json.loads(f.read_text())
@@ -640,7 +652,7 @@ def main():
     reps = 3 if args.quick else 5
     for section in sections:  # each section writes its own file: a partial re-run replaces
         t0 = time.time()      # only what it measured
-        if section in ("vgg-mini", "vgg16"):
+        if section in ("vgg-mini", "vgg16", "resnet50"):
             print(f"\n{TABLE_HEAD}", flush=True)
             result, name = {"rows": bench_attribution(section, reps, args.quick, peak)}, \
                 f"attribution-{section}"
