@@ -252,6 +252,14 @@ def cmd_attribute_dataset(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from jaxinterp.runs.report import write_report
+
+    path = write_report(args.run, args.out, limit=args.limit, thumb=args.thumb, force=args.force)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_attribute(args) -> int:
     import numpy as np
 
@@ -1082,6 +1090,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--process-id", type=nonnegative_int, default=None,
                    help="multi-process: this process's index")
     p.set_defaults(func=cmd_attribute)
+
+    p = sub.add_parser("report", help="static HTML page of a data-set run (attribute --data)")
+    p.add_argument("run", help="the run directory")
+    p.add_argument("--out", default=None, help="report directory (default RUN/report)")
+    p.add_argument("--limit", type=positive_int, default=200,
+                   help="images shown in the grid (tables use all)")
+    p.add_argument("--thumb", type=positive_int, default=96, help="picture size in pixels")
+    p.add_argument("--force", action="store_true", help="replace an existing report")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("filters", help="a conv layer's filters as a grid (first layer: RGB)")
     p.add_argument("--model", default=None)

@@ -175,8 +175,11 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
     options = options or {}
     source = data if isinstance(data, Source) else open_source(str(data), seed=seed)
     target = _target_spec(target)
-    if target == "label" and source.labels is None:
-        raise ValueError("target='label' needs labels: class subfolders, or shapes:N")
+    labels = model_labels(source, m)
+    if target == "label" and labels is None:
+        raise ValueError("target='label' needs labels: class subfolders named as the model's "
+                         f"classes (or their indices), or shapes:N; got folders "
+                         f"{list(source.classes or [])[:5]}")
     if isinstance(target, int) and not 0 <= target < m.num_classes:
         raise ValueError(f"target {target} out of range: {m.arch} has {m.num_classes} classes")
     local = jax.local_devices()
@@ -194,9 +197,10 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
               "model": {"arch": m.arch, "params": _params_digest(m)}}
     manifest = {"format": store.FORMAT, "version": store.VERSION, "digest": _digest(config),
                 "files": list(source.names),
-                "labels": None if source.labels is None else list(source.labels),
-                "label_names": None if source.classes is None else list(source.classes),
-                "root": source.root, "kind": source.kind, "methods": methods, "target": target,
+                "labels": None if labels is None else labels.tolist(),
+                "folders": None if source.classes is None else list(source.classes),
+                "root": source.root, "kind": source.kind, "seed": seed, "methods": methods,
+                "target": target,
                 "batch_size": batch, "num_batches": num_batches, "dtype": dtype,
                 "metrics": list(metrics), "metric_steps": metric_steps, "size": list(size),
                 "model": {"arch": m.arch, "classes": m.classes}, "processes": jax.process_count(),
@@ -215,7 +219,6 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
     mesh = Mesh(np.array(local), ("batch",))
     sharding = NamedSharding(mesh, PartitionSpec("batch"))
     base_key = as_key(key)
-    labels = None if source.labels is None else np.asarray(source.labels, np.int32)
     index_batches = [np.arange(b * batch, min(n, (b + 1) * batch)) for b in todo]
     failed: dict = {}
     stream = prefetch(source, index_batches, size, workers=workers)
@@ -240,7 +243,8 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
         t = np.asarray(t, np.int32)
         ts = jax.device_put(jnp.asarray(t), sharding)
         bad = np.isin(idx, list(errors))
-        score = np.asarray(jnp.take_along_axis(logits, ts[:, None], 1)[:, 0])
+        score = np.array(jnp.take_along_axis(logits, ts[:, None], 1)[:, 0])
+        score[:valid][bad] = np.nan
         writes = {"logits": np.asarray(logits), "prediction": np.where(np.r_[bad, [False] * pad],
                                                                         -1, pred),
                   "target": t, "score": score}
@@ -255,7 +259,8 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
             if metrics:
                 curves = evaluation.deletion_insertion(m, xs, ts, attr, steps=metric_steps)
                 for metric in metrics:
-                    writes[f"{name}.{metric}_auc"] = curves[f"{metric}_auc"]
+                    writes[f"{name}.{metric}_auc"] = np.where(
+                        np.r_[bad, [False] * pad], np.nan, curves[f"{metric}_auc"])
             if masks:
                 mk = np.concatenate([mask, np.repeat(mask[-1:], pad, 0)]) if pad else mask
                 writes[f"{name}.pointing"] = evaluation.pointing_game(a, mk).astype(np.float32)
@@ -284,6 +289,23 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
         store.atomic_write(store.manifest_path(run), json.dumps(final, indent=1))
         summary["failed"] = final["failed"]
     return summary
+
+
+def model_labels(source: Source, m) -> np.ndarray | None:
+    """The source's labels as the model's class indices: class folders named as the model's
+    classes (or as indices); None when the names do not match (they are kept as `folders`)."""
+    if source.labels is None:
+        return None
+    if source.kind == "shapes":
+        return np.asarray(source.labels, np.int32)
+    names = list(source.classes)
+    if all(c in m.classes for c in names):
+        index = [m.classes.index(c) for c in names]
+    elif all(c.isdigit() and int(c) < m.num_classes for c in names):
+        index = [int(c) for c in names]
+    else:
+        return None
+    return np.asarray(index, np.int32)[np.asarray(source.labels)]
 
 
 def _logits(m, x):
