@@ -282,12 +282,12 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
                "seconds": time.time() - t0, "process": jax.process_index(),
                "processes": jax.process_count()}
     summary["images_per_s"] = sum(len(i) for i in index_batches) / max(summary["seconds"], 1e-9)
+    if complete:  # every process reports every failure of the run
+        summary["failed"] = {k: v for mk in store.read_markers(run)
+                             for k, v in mk.get("failed", {}).items()}
     if jax.process_index() == 0 and complete:
-        final = {**store.read_manifest(run), "complete": True,
-                 "failed": {k: v for mk in store.read_markers(run) for k, v in
-                            mk.get("failed", {}).items()}}
+        final = {**store.read_manifest(run), "complete": True, "failed": summary["failed"]}
         store.atomic_write(store.manifest_path(run), json.dumps(final, indent=1))
-        summary["failed"] = final["failed"]
     return summary
 
 
