@@ -220,3 +220,16 @@ def test_sharded_equals_unsharded():
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert len(out) == 3 * len(METHODS)
     assert all(err < 1e-5 for err in out.values()), out
+
+
+def test_readme_examples_run():
+    """The README's "Your own model" code, as written."""
+    text = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    section = text.split("## Your own model", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    assert len(blocks) == 2
+    ns = {}
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), ns)  # noqa: S102
+    assert ns["m"].layers == ["conv", "head"] and ns["sal"].shape == (4, 32, 32, 3)
+    assert ns["maps"].shape == (4, 32, 32) and np.abs(np.asarray(ns["gb"])).max() > 0
