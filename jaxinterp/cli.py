@@ -68,11 +68,19 @@ def describe(name: str | None) -> str:
     module = model_lib.build_module(meta)
     variables = model_lib.abstract_variables(module)
     x = jax.ShapeDtypeStruct((1, *meta.input_size, 3), jnp.float32)
-    _, feats = jax.eval_shape(lambda v, x: module.apply(v, x), variables, x)
     counts = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(variables.get("params", {}))[0]:
-        layer = str(getattr(path[0], "key", path[0])).replace("_", ".")
-        counts[layer] = counts.get(layer, 0) + int(np.prod(leaf.shape))
+    if hasattr(module, "specs"):
+        _, feats = jax.eval_shape(lambda v, x: module.apply(v, x), variables, x)
+        rows = [(s.name, s.alias) for s in module.specs()]
+        for path, leaf in jax.tree_util.tree_flatten_with_path(variables.get("params", {}))[0]:
+            layer = str(getattr(path[0], "key", path[0])).replace("_", ".")
+            counts[layer] = counts.get(layer, 0) + int(np.prod(leaf.shape))
+    else:  # a ResNet: every submodule's output, by path; parameters of leaf modules
+        feats = model_lib.assemble(module, variables, meta)._probe[1]
+        rows = [(name, None) for name in feats]
+        for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+            layer = "/".join(str(getattr(k, "key", k)) for k in path[1:-1])
+            counts[layer] = counts.get(layer, 0) + int(np.prod(leaf.shape))
     total = sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(variables))
     p = meta.preprocess
     lines = [f"model      {meta.arch}  ({source})",
@@ -82,9 +90,9 @@ def describe(name: str | None) -> str:
              f"classes    {len(meta.classes)}: {', '.join(meta.classes[:8])}"
              + (", ..." if len(meta.classes) > 8 else ""),
              f"parameters {total:,}", "", f"{'layer':<14}{'alias':<10}{'output (NHWC)':<22}params"]
-    for s in module.specs():
-        shape = "x".join(map(str, feats[s.name].shape[1:]))
-        lines.append(f"{s.name:<14}{s.alias or '':<10}{shape:<22}{counts.get(s.name, 0):,}")
+    for name, alias in rows:
+        shape = "x".join(map(str, feats[name].shape[1:]))
+        lines.append(f"{name:<14}{alias or '':<10}{shape:<22}{counts.get(name, 0):,}")
     extra = meta.extra
     if "source" in extra:
         lines += ["", f"imported from {extra['source'].get('file')} "
@@ -240,7 +248,8 @@ def cmd_attribute_dataset(args) -> int:
         key=args.seed, seed=args.seed, workers=args.workers, force=args.force, progress=bar)
     rate = summary["images_per_s"]
     print(f"{who}{summary['computed']} batches computed, {summary['skipped']} already done "
-          f"({summary['images']} images, {summary['seconds']:.1f} s, {rate:.1f} images/s); "
+          f"({summary['images']} images, {summary['seconds']:.1f} s, {rate:.1f} images/s, "
+          f"{summary['input_wait_s']:.1f} s waiting for input); "
           f"run {'complete' if summary['complete'] else 'incomplete (other processes)'}: "
           f"{args.out}")
     for name, error in sorted(summary["failed"].items()):
@@ -1024,7 +1033,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("weights", help="weight files").add_subparsers(dest="action", required=True)
     p = w.add_parser("import", help="import torchvision .pth/.safetensors or Keras .h5 weights")
     p.add_argument("src", help="weight file")
-    p.add_argument("--arch", required=True, help="vgg11, vgg13, vgg16, vgg19 (+_bn), vgg-mini")
+    p.add_argument("--arch", required=True,
+                   help="vgg11, vgg13, vgg16, vgg19 (+_bn), vgg-mini, resnet18 … resnet152")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--fmt", choices=["torch", "safetensors", "keras"], default=None,
                    help="file format (default: from the suffix)")

@@ -17,7 +17,9 @@ against SmoothGrad samples / IG steps, and peak memory with and without `batch_s
 Optimization (`--only optimize,style`, scripts/bench_optimize.py): PGD, DeepDream and feature
 inversion against the same algorithms written as PyTorch loops; texture synthesis and style
 transfer against the PyTorch tutorial's L-BFGS loop; dissection against a NetDissect-Lite-style
-loop (`--only concepts`, scripts/bench_concepts.py). Also: jaxinterp's compiler options against XLA's defaults per method (`--only options`), and
+loop (`--only concepts`, scripts/bench_concepts.py). Data-set runs from image folders against
+the same calls on preloaded arrays and Captum with a DataLoader (`--only runs`,
+scripts/bench_runs.py). Also: jaxinterp's compiler options against XLA's defaults per method (`--only options`), and
 the cost of the value checks compiled into a user's jit (`--only checks`).
 
 Each section writes its own file, docs/bench/<section>.json (attribution-vgg-mini.json, ...,
@@ -544,7 +546,7 @@ def machine() -> str:
             f"{__import__('captum').__version__}")
 
 
-SECTIONS = ("vgg-mini", "vgg16", "resnet50", "optvis", "optimize", "style", "concepts", "scaling", "options",
+SECTIONS = ("vgg-mini", "vgg16", "resnet50", "runs", "optvis", "optimize", "style", "concepts", "scaling", "options",
             "checks")
 
 
@@ -583,6 +585,13 @@ def tables(out: Path) -> str:
                           lambda r: [r["side"], r["images"], f"{r['seconds']:.1f}",
                                      f"{r['images_per_s']:.1f}", f"**{r['speedup']:.1f}x**",
                                      "—" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"]),
+             "runs": (["data-set run (saliency)", "images", "batch", "ours: folder -> zarr, img/s",
+                       "ours: same calls on preloaded arrays, img/s", "compute busy",
+                       "Captum + DataLoader, img/s", "speed-up"],
+                      lambda r: [f"{r['arch']} ({r['format']})", r["images"], r["batch"],
+                                 f"{r['pipeline_ips']:.1f}", f"{r['preloaded_ips']:.1f}",
+                                 f"{100 * r['busy']:.0f} %", f"{r['captum_ips']:.1f}",
+                                 f"**{r['speedup']:.2f}x**"]),
              "checks": (["model", "N", "jit(m(x)) with checks ms", "without ms", "overhead"],
                         lambda r: [r["arch"], r["n"], f"{r['checked_s'] * 1e3:.2f}",
                                    f"{r['unchecked_s'] * 1e3:.2f}", f"{100 * r['overhead']:.1f} %"])}
@@ -662,6 +671,10 @@ def main():
             from bench_optimize import bench_optimize
 
             result, name = {"rows": bench_optimize(setup, args.quick)}, "optimize"
+        elif section == "runs":
+            from bench_runs import bench_runs
+
+            result, name = {"rows": bench_runs(setup, args.quick)}, "runs"
         elif section == "concepts":
             from bench_concepts import bench_concepts
 

@@ -203,7 +203,7 @@ def test_deletion_insertion_rank_random_below_saliency_and_grad_cam(default_mode
 def _chromium():
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401 — present?
     except ImportError:
         path = None
     if path is None and os.environ.get("JAXINTERP_BROWSER_TESTS"):

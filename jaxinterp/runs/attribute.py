@@ -153,11 +153,12 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
       key: PRNG key or seed of the randomized methods; image `i` uses `fold_in(key, i)`, so
         results do not depend on batching, devices or processes.
       seed: the `shapes` key.
-      workers: decoding threads.
+      workers: image-decoding threads (folders).
       force: replace a different earlier run in `out` (only a jaxinterp run directory).
       progress: wraps the batch iterator, `progress(iterable, total=, unit=)` (tqdm-like).
     Returns:
-      A summary: images, batches computed / skipped, failed files, seconds, images/s.
+      A summary: images, batches computed / skipped, failed files, seconds, images/s, and
+      `input_wait_s`, the time the compute waited for decoded images.
     """
     from jaxinterp.checks import as_key, check_count
 
@@ -224,15 +225,17 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
     stream = prefetch(source, index_batches, size, workers=workers)
     if progress is not None:
         stream = progress(stream, total=len(todo))
+    waited, t_wait = 0.0, time.time()
     for j, (idx, images, errors, mask) in enumerate(stream):
         b = todo[j]
         t_batch = time.time()
+        waited += t_batch - t_wait
         valid = len(idx)
         pad = batch - valid
         x = np.concatenate([images, np.repeat(images[-1:], pad, 0)]) if pad else images
         xs = jax.device_put(jnp.asarray(x), sharding)
-        logits = _logits(m, xs)
-        pred = np.asarray(jnp.argmax(logits, -1))
+        logits = np.asarray(_logits(m, xs))
+        pred = logits.argmax(-1).astype(np.int32)
         if target == "predicted":
             t = pred
         elif target == "label":
@@ -241,15 +244,15 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
         else:
             t = np.full(batch, target, np.int32)
         t = np.asarray(t, np.int32)
-        ts = jax.device_put(jnp.asarray(t), sharding)
+        ts = jax.device_put(t, sharding)
         bad = np.isin(idx, list(errors))
-        score = np.array(jnp.take_along_axis(logits, ts[:, None], 1)[:, 0])
+        score = logits[np.arange(batch), t]
         score[:valid][bad] = np.nan
-        writes = {"logits": np.asarray(logits), "prediction": np.where(np.r_[bad, [False] * pad],
+        writes = {"logits": logits, "prediction": np.where(np.r_[bad, [False] * pad],
                                                                         -1, pred),
                   "target": t, "score": score}
         all_idx = np.concatenate([idx, np.repeat(idx[-1:], pad)]) if pad else idx
-        keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(all_idx))
+        keys = _keys(base_key, jax.device_put(all_idx.astype(np.int32), sharding))
         for name in methods:
             method = registry.get(name)
             attr = method(m, xs, ts, key=keys, **options.get(name, {}))
@@ -267,19 +270,21 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
                 writes[f"{name}.mass"] = evaluation.mass_inside(a, mk).astype(np.float32)
         lo, hi = int(idx[0]), int(idx[0]) + valid
         futures = [handles[name][lo:hi].write(np.asarray(v)[:valid]) for name, v in writes.items()]
-        for f in futures:
-            f.result()
         names = {source.names[i]: errors[i] for i in errors}
         failed.update(names)
-        store.atomic_write(run / "done" / f"{b}.json", json.dumps(
-            {"batch": b, "process": jax.process_index(), "images": valid, "failed": names,
-             "seconds": time.time() - t_batch}))
+        # written (tensorstore compresses the chunks on its threads) and marked before the next
+        # batch computes: a crash loses at most the batch in flight
+        _finish(futures, run / "done" / f"{b}.json", {
+            "batch": b, "process": jax.process_index(), "images": valid, "failed": names,
+            "seconds": time.time() - t_batch})
+        t_wait = time.time()
     _barrier("jaxinterp-run-finished")
     finished = store.done_batches(run)
     complete = len(finished) == num_batches
     summary = {"images": n, "batches": num_batches, "computed": len(todo),
                "skipped": len(mine) - len(todo), "failed": failed, "complete": complete,
-               "seconds": time.time() - t0, "process": jax.process_index(),
+               "seconds": time.time() - t0, "input_wait_s": waited,
+               "process": jax.process_index(),
                "processes": jax.process_count()}
     summary["images_per_s"] = sum(len(i) for i in index_batches) / max(summary["seconds"], 1e-9)
     if complete:  # every process reports every failure of the run
@@ -289,6 +294,13 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
         final = {**store.read_manifest(run), "complete": True, "failed": summary["failed"]}
         store.atomic_write(store.manifest_path(run), json.dumps(final, indent=1))
     return summary
+
+
+def _finish(futures, marker: Path, record: dict) -> None:
+    """Waits for a batch's chunk writes, then writes its marker (atomically)."""
+    for f in futures:
+        f.result()
+    store.atomic_write(marker, json.dumps(record))
 
 
 def model_labels(source: Source, m) -> np.ndarray | None:
@@ -306,6 +318,11 @@ def model_labels(source: Source, m) -> np.ndarray | None:
     else:
         return None
     return np.asarray(index, np.int32)[np.asarray(source.labels)]
+
+
+@jax.jit
+def _keys(key, indices):
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
 
 
 def _logits(m, x):

@@ -1,5 +1,5 @@
 """Where a data-set run's images come from: an image folder or generated `shapes`, read in
-batches by a thread pool, a few batches ahead of the compute (decoding overlaps the model)."""
+batches by worker threads, a few batches ahead of the compute (decoding overlaps the model)."""
 
 from __future__ import annotations
 
@@ -82,10 +82,19 @@ def _shapes_labels(seed: int, n: int) -> tuple:
     return tuple(labels)
 
 
-def _read(source: Source, i: int, size) -> np.ndarray:
+def decode_many(root: str, names: list[str], size) -> tuple[np.ndarray, dict]:
+    """Decodes files: uint8 `[n, H, W, 3]` (`load_image`'s values x 255, exactly: it reads
+    every file as 8-bit RGB) and `{position: error}`."""
     from jaxinterp.images import load_image
 
-    return load_image(os.path.join(source.root, source.names[i]), size)
+    out = np.zeros((len(names), *size, 3), np.uint8)
+    errors = {}
+    for j, name in enumerate(names):
+        try:
+            out[j] = np.round(load_image(os.path.join(root, name), size) * 255)
+        except (OSError, ValueError) as e:
+            errors[j] = str(e)
+    return out, errors
 
 
 def read_batch(source: Source, indices, size, pool) -> tuple[np.ndarray, dict, np.ndarray | None]:
@@ -99,31 +108,37 @@ def read_batch(source: Source, indices, size, pool) -> tuple[np.ndarray, dict, n
         b = shapes_dataset.shapes(jax.random.key(source.seed), len(indices), start=int(indices[0]),
                                   size=size[0])
         return np.asarray(b.images), {}, np.asarray(b.mask)
-    images = np.zeros((len(indices), *size, 3), np.float32)
+    parts = np.array_split(np.arange(len(indices)), min(len(indices), pool._max_workers))
+    jobs = [(part, pool.submit(decode_many, source.root,
+                               [source.names[indices[j]] for j in part], tuple(size)))
+            for part in parts if len(part)]
+    images = np.zeros((len(indices), *size, 3), np.uint8)
     errors = {}
-
-    def one(j):
-        try:
-            images[j] = _read(source, indices[j], size)
-        except (OSError, ValueError) as e:
-            errors[int(indices[j])] = str(e)
-
-    list(pool.map(one, range(len(indices))))
-    return images, errors, None
+    for part, job in jobs:
+        pixels, errs = job.result()
+        images[part] = pixels
+        errors.update({int(indices[part[j]]): e for j, e in errs.items()})
+    return images.astype(np.float32) / 255.0, errors, None
 
 
 def prefetch(source: Source, batches: list[np.ndarray], size, *, workers: int = 4,
              ahead: int = 2) -> Iterator[tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]]:
     """Yields `(indices, images, errors, masks)` per batch, decoding `ahead` batches in advance
-    on `workers` threads (Pillow releases the GIL while decoding)."""
-    with cf.ThreadPoolExecutor(workers) as pool, cf.ThreadPoolExecutor(1) as loader:
-        queue = collections.deque()
-        todo = iter(batches)
-        for idx in todo:
-            queue.append((idx, loader.submit(read_batch, source, idx, size, pool)))
-            if len(queue) > ahead:
+    on `workers` threads (Pillow releases the GIL while decoding). A pool of worker processes
+    was measured slower here: VGG16 from 224² JPEGs kept the compute 60 % busy against 94 %
+    with threads, on 2 cores."""
+    pool = None if source.kind == "shapes" else cf.ThreadPoolExecutor(workers)
+    try:
+        with cf.ThreadPoolExecutor(1) as loader:
+            queue = collections.deque()
+            for idx in batches:
+                queue.append((idx, loader.submit(read_batch, source, idx, size, pool)))
+                if len(queue) > ahead:
+                    idx0, fut = queue.popleft()
+                    yield (idx0, *fut.result())
+            while queue:
                 idx0, fut = queue.popleft()
                 yield (idx0, *fut.result())
-        while queue:
-            idx0, fut = queue.popleft()
-            yield (idx0, *fut.result())
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)

@@ -50,7 +50,7 @@ def create_array(path: Path, shape, chunk, dtype) -> None:
 
     ts.open({**_spec(path), "metadata": {"shape": list(shape), "chunks": list(chunk),
                                          "dtype": np.dtype(dtype).str, "fill_value": 0,
-                                         "compressor": {"id": "zlib", "level": 1}}},
+                                         "compressor": None}},
             create=True, open=True).result()
 
 
