@@ -78,9 +78,9 @@ def test_jit_equals_no_jit_and_tuned_equals_default(mini, data, name, monkeypatc
     monkeypatch.setattr(ji._xla, "compiler_options", lambda *a: {})
     want = np.asarray(f(mini, x, y))
     np.testing.assert_allclose(tuned, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
-    with jax.disable_jit():
-        eager = np.asarray(f(mini, x, y))
-    np.testing.assert_allclose(eager, want, rtol=1e-4, atol=1e-5 * np.abs(eager).max())
+    with jax.disable_jit():  # one image: op-by-op execution is slow
+        eager = np.asarray(f(mini, x[:1], y[:1]))
+    np.testing.assert_allclose(eager, want[:1], rtol=1e-4, atol=1e-5 * np.abs(want).max())
     user_jit = jax.jit(lambda m, x, y: f(m, x, y))  # inside a user's jit
     np.testing.assert_allclose(user_jit(mini, x, y), want, rtol=1e-5,
                                atol=1e-6 * np.abs(eager).max())

@@ -61,6 +61,8 @@ def torchvision_input(x):
 @pytest.mark.parametrize("route", ["pth", "safetensors"])
 def test_torch_parity(torch_files, route, tmp_path):
     arch, tm, d = torch_files
+    if arch != "vgg16" and route == "pth":
+        pytest.skip("the file format is read by the same code for every architecture")
     jm = ji.import_weights(d / f"{arch}.{route}", arch=arch, out=tmp_path / "ck")
     jm = ji.load_model(str(tmp_path / "ck"))  # through the orbax checkpoint
     assert jm.meta.extra["source"]["format"] == {"pth": "torch"}.get(route, route)
