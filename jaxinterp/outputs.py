@@ -170,6 +170,18 @@ def write_file(path: str | os.PathLike, write: Callable[[Path], None], force: bo
     return path
 
 
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Moves the finished directory `tmp` to `path`; an existing `path` (already checked by the
+    caller as the library's own) is moved aside first and removed only after the move."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.rename(path, old)
+        os.rename(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, path)
+
+
 def current_umask() -> int:
     """The process's file-creation mask (read without changing it)."""
     mask = os.umask(0)

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from jaxinterp import model as model_lib
-from jaxinterp.outputs import current_umask, stale_leftovers
+from jaxinterp.outputs import current_umask, replace_dir, stale_leftovers
 from jaxinterp.models import resnet as resnet_lib
 from jaxinterp.models import vgg as vgg_lib
 
@@ -147,13 +147,7 @@ def save_model(m: model_lib.Model, path: str | os.PathLike, *, overwrite: bool =
         meta = {"format": FORMAT, "version": VERSION, **m.meta.to_dict(),
                 "params_sha256": params_checksum(variables)}
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

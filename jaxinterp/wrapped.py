@@ -152,6 +152,8 @@ def _forward_fn(apply, preprocess, act):
 
     if isinstance(apply, FunctionApply):  # its layers take taps through the jaxpr
         def tapped(variables, x, taps):
+            if not taps and act is None:
+                return run(variables, x, taps)
             return rules.rewrite(run, act, (lambda out: out[1], taps))(variables, x, taps)
         return tapped
     if act is None:
@@ -289,10 +291,14 @@ class Wrapped:
         raise ValueError(f"unknown layer {layer!r} for {self.arch}; valid layers: "
                          f"{', '.join(self.layers)}, logits")
 
+    def output_shape(self, layer: str) -> tuple:
+        """Shape of `layer`'s output for one image at the input size (224² if none given)."""
+        name = self.resolve(layer)
+        return tuple((self._probe[0] if name == "logits" else self._probe[1][name]).shape)
+
     def channels(self, layer: str) -> int:
         """Channels (last axis) of `layer`'s output."""
-        name = self.resolve(layer)
-        return int((self._probe[0] if name == "logits" else self._probe[1][name]).shape[-1])
+        return int(self.output_shape(layer)[-1])
 
     def default_layer(self) -> str:
         """The last layer whose output is a spatial map `[N, h, w, C]` (Grad-CAM's default)."""

@@ -79,7 +79,7 @@ def setup(arch, n, seed=0):
 
     torch.manual_seed(seed)
     if arch.startswith("resnet"):
-        from torch_resnet import Normalized as NormalizedResNet, seeded_resnet
+        from torch_resnet import seeded_resnet
 
         net = seeded_resnet(arch, seed, num_classes=1000)
     else:
@@ -88,8 +88,7 @@ def setup(arch, n, seed=0):
     with tempfile.TemporaryDirectory() as d:
         save_file(net.state_dict(), f"{d}/w.safetensors")
         jm = ji.import_weights(f"{d}/w.safetensors", arch=arch)
-    wrapper = NormalizedResNet if arch.startswith("resnet") else Normalized
-    tm = wrapper(net, jm.preprocess.mean, jm.preprocess.std).eval()
+    tm = Normalized(net, jm.preprocess.mean, jm.preprocess.std).eval()
     size = MODELS[arch]["size"]
     x = np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32)
     target = np.arange(n) % jm.num_classes

@@ -4,9 +4,6 @@ import functools
 import inspect
 import json
 import logging
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +11,7 @@ import numpy as np
 import pytest
 
 import jaxinterp as ji
+from devices import run_on_devices
 
 REGISTRY = ji.attribution.METHODS
 # small settings for the methods whose work multiplies
@@ -186,10 +184,7 @@ print(json.dumps(out))
 
 
 def test_sharded_equals_unsharded():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "JAX_PLATFORMS": "cpu"}
-    r = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env,
-                       cwd=os.path.dirname(os.path.dirname(__file__)))
+    r = run_on_devices(SHARDED)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(out) == set(METHODS)

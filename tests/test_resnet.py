@@ -14,7 +14,8 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 import jaxinterp as ji  # noqa: E402
 from test_attribution_parity import assert_close, nchw, to_nhwc  # noqa: E402
-from torch_resnet import Normalized, seeded_resnet  # noqa: E402
+from torch_resnet import seeded_resnet  # noqa: E402
+from torch_vgg import Normalized  # noqa: E402
 
 
 @pytest.fixture(scope="module")

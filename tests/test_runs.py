@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import jaxinterp as ji
+from devices import run_on_devices
 from jaxinterp.data import shapes_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,10 +119,7 @@ ji.attribute_dataset(ji.load_model(), "shapes:20", ["saliency", "smooth_grad"], 
 
 
 def test_four_devices_equal_one(reference, tmp_path):
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    p = subprocess.run([sys.executable, "-c", SHARDED.format(options=OPTIONS),
-                        str(tmp_path / "r")], capture_output=True, text=True,
-                       env={**os.environ, **env}, cwd=ROOT)
+    p = run_on_devices(SHARDED.format(options=OPTIONS), str(tmp_path / "r"))
     assert p.returncode == 0, p.stderr[-3000:]
     four, one = arrays_of(tmp_path / "r"), arrays_of(reference[0])
     assert set(four) == {"logits", "prediction", "target", "score", "saliency", "smooth_grad",

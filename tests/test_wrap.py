@@ -4,8 +4,6 @@ jaxpr ReLU rewrite behind guided backprop / DeconvNet on them."""
 import json
 import logging
 import os
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -15,6 +13,7 @@ import pytest
 from flax import nnx
 
 import jaxinterp as ji
+from devices import run_on_devices
 from jaxinterp import rules
 
 SIZE = 16
@@ -214,10 +213,7 @@ print(json.dumps(out))
 
 
 def test_sharded_equals_unsharded():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "JAX_PLATFORMS": "cpu"}
-    r = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env,
-                       cwd=os.path.dirname(os.path.dirname(__file__)))
+    r = run_on_devices(SHARDED)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert len(out) == 2 * len(METHODS)

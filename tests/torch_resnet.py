@@ -98,15 +98,3 @@ def seeded_resnet(arch, seed, num_classes=10):
             nn.init.normal_(mod.bias, 0, 0.1)
     return net.eval()
 
-
-class Normalized(nn.Module):
-    """A torch model on images in [0, 1] (preprocessing inside, as in jaxinterp)."""
-
-    def __init__(self, net, mean, std):
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
-
-    def forward(self, x):
-        return self.net((x - self.mean) / self.std)

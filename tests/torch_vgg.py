@@ -78,7 +78,8 @@ def seeded_vgg(arch, seed, dense_std=0.01, bias_std=0.05, **kw):
 
 
 class Normalized(nn.Module):
-    """`TorchVGG` on images in [0, 1] (preprocessing inside, as in jaxinterp); logits only."""
+    """A torch net on images in [0, 1] (preprocessing inside, as in jaxinterp); logits only
+    (`TorchVGG` returns `(logits, feats)`, other nets logits)."""
 
     def __init__(self, net, mean, std):
         super().__init__()
@@ -87,7 +88,8 @@ class Normalized(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
 
     def forward(self, x):
-        return self.net((x - self.mean) / self.std)[0]
+        out = self.net((x - self.mean) / self.std)
+        return out[0] if isinstance(out, tuple) else out
 
 
 def make_pair(arch, tmp_path_factory, **kw):

@@ -22,9 +22,7 @@ def _resize(cam, size, interpolation):
 def _layer(m, layer):
     name = m.resolve(layer) if layer is not None else default_layer(m)
     if not is_vgg(m):
-        shape = jax.eval_shape(lambda x: m(x, check=False)[1][name],
-                               jax.ShapeDtypeStruct((1, *(m.info.input_size or (224, 224)), 3),
-                                                    jnp.float32)).shape
+        shape = m.output_shape(name)
         if len(shape) != 4:
             raise ValueError(f"Grad-CAM needs a spatial layer ([N, h, w, C] output); {name!r} "
                              f"gives {shape}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxinterp.outputs import current_umask, replace_dir
 from jaxinterp.runs.store import Run, open_run
 
 VIEWS = ("overlay", "heat", "colored")
@@ -218,14 +219,8 @@ def write_report(run: str | os.PathLike | Run, out: str | os.PathLike | None = N
             class_rows=class_rows, views=VIEWS, rows=rows, sort_cols=sort_cols, thumb=thumb)
         (tmp / "index.html").write_text(html)
         (tmp / ".jaxinterp-report").write_text("written by jaxinterp report\n")
-        tmp.chmod(0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out)
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -16,28 +16,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from jaxinterp.outputs import write_file
 
 FORMAT = "jaxinterp-run"
 VERSION = 1
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a temporary file in the same directory and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes `text` to `path` under a temporary name and renames it into place."""
+    write_file(path, lambda tmp: tmp.write_text(text), force=True)
 
 
 def _spec(path: Path) -> dict:
