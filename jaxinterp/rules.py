@@ -101,32 +101,122 @@ def _zero_vars(jaxpr, consts=()):
     return zeros
 
 
-def count_relus(jaxpr, consts=()) -> int:
-    """ReLUs (`max(x, 0)`) in `jaxpr` and every jaxpr nested in it."""
+# A `max(x, 0)` counts as an activation unless its result only normalises: Flax's LayerNorm /
+# GroupNorm (and `jax.nn.standardize`) clamp a variance with `max(0, E[x²] − E[x]²)` before an
+# `rsqrt`; that clamp keeps its plain gradient. The result is followed through shape, dtype and
+# affine steps (`_PASS`) and through calls; it is a clamp when every use ends as the operand of
+# a normaliser (`_NORMALISERS`: sqrt, rsqrt, log, pow's base, a division's denominator).
+_PASS = ("broadcast_in_dim", "convert_element_type", "reshape", "copy", "squeeze",
+         "expand_dims", "transpose", "add", "sub", "mul", "neg")
+_NORMALISERS = {"sqrt": (0,), "rsqrt": (0,), "log": (0,), "pow": (0,), "div": (1,)}
+_NORM, _OTHER, _UNUSED = "norm", "other", "unused"
+
+
+def _combine(kinds) -> str:
+    kinds = set(kinds)
+    return _OTHER if _OTHER in kinds else _NORM if _NORM in kinds else _UNUSED
+
+
+def _use_kinds(jaxpr, out_kinds=None) -> dict:
+    """For each var of `jaxpr`: `_NORM` if every use of it ends in a normaliser, `_OTHER` if
+    some use reaches anything else (an output counts as `out_kinds`, default `_OTHER`)."""
+    out_kinds = out_kinds or [_OTHER] * len(jaxpr.outvars)
+    kind = {}
+    for v, k in zip(jaxpr.outvars, out_kinds):
+        if isinstance(v, jax.extend.core.Var):
+            kind[v] = _combine((kind.get(v, _UNUSED), k))
+    for eqn in reversed(jaxpr.eqns):  # uses come after definitions: one backward sweep
+        name = eqn.primitive.name
+        outs = [kind.get(v, _UNUSED) for v in eqn.outvars]
+        subs = list(_sub_jaxprs(eqn.params))
+        for i, v in enumerate(eqn.invars):
+            if not isinstance(v, jax.extend.core.Var):
+                continue
+            if i in _NORMALISERS.get(name, ()):
+                use = _NORM
+            elif name in _PASS:
+                use = _combine(outs)
+            elif name in _CALLS and subs:
+                j = subs[0][0]
+                offset = len(eqn.invars) - len(j.invars)
+                use = _use_kinds(j, outs).get(j.invars[i - offset], _UNUSED) \
+                    if i >= offset else _OTHER
+            else:
+                use = _OTHER
+            kind[v] = _combine((kind.get(v, _UNUSED), use))
+    return kind
+
+
+def _activations(jaxpr, consts=(), out_kinds=None) -> dict:
+    """`{eqn index: operand}` for each activation ReLU (`max(x, 0)` that is not a clamp)."""
     zeros = _zero_vars(jaxpr, consts)
-    n = sum(_relu_operand(e, zeros) is not None for e in jaxpr.eqns)
-    return n + sum(count_relus(j, c) for e in jaxpr.eqns for j, c in _sub_jaxprs(e.params))
+    kinds = None
+    found = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        x = _relu_operand(eqn, zeros)
+        if x is None:
+            continue
+        kinds = _use_kinds(jaxpr, out_kinds) if kinds is None else kinds
+        if kinds.get(eqn.outvars[0], _UNUSED) != _NORM:
+            found[i] = x
+    return found
 
 
-def _eval(jaxpr, consts, args, rule, taps, found):
+def _call_out_kinds(jaxpr, out_kinds=None) -> list:
+    """For each equation, the use kinds of its outputs (the context of a nested jaxpr)."""
+    kinds = _use_kinds(jaxpr, out_kinds)
+    return [[kinds.get(v, _UNUSED) for v in eqn.outvars] for eqn in jaxpr.eqns]
+
+
+def count_relus(jaxpr, consts=(), out_kinds=None) -> int:
+    """Activation ReLUs in `jaxpr` and every jaxpr nested in it (variance clamps excluded).
+
+    Args:
+      jaxpr: a `Jaxpr` or `ClosedJaxpr` (e.g. from `jax.make_jaxpr(fn)(*args)`).
+      consts: the jaxpr's constants (taken from a `ClosedJaxpr` when given one).
+      out_kinds: how the jaxpr's outputs are used by a caller (internal).
+    Returns:
+      The number of `max(x, 0)` equations that the rewrite replaces by a rule.
+    """
+    if isinstance(jaxpr, jax.extend.core.ClosedJaxpr):
+        jaxpr, consts = jaxpr.jaxpr, jaxpr.consts
+    n = len(_activations(jaxpr, consts, out_kinds))
+    contexts = _call_out_kinds(jaxpr, out_kinds)
+    for eqn, ctx in zip(jaxpr.eqns, contexts):
+        subs = list(_sub_jaxprs(eqn.params))
+        if eqn.primitive.name in _CALLS and subs:
+            n += count_relus(subs[0][0], subs[0][1], ctx)
+        else:
+            n += sum(count_relus(j, c) for j, c in subs)
+    return n
+
+
+def _eval(jaxpr, consts, args, rule, taps, found, out_kinds=None):
     env = {}
     read = lambda v: v.val if isinstance(v, jax.extend.core.Literal) else env[v]  # noqa: E731
     env.update(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, args))
-    zeros = _zero_vars(jaxpr, consts)
-    for eqn in jaxpr.eqns:
+    relus = _activations(jaxpr, consts, out_kinds) if rule is not None else {}
+    contexts = _call_out_kinds(jaxpr, out_kinds) if rule is not None else None
+    for i, eqn in enumerate(jaxpr.eqns):
         invals = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
-        x = _relu_operand(eqn, zeros) if rule is not None else None
+        x = relus.get(i)
         subs = list(_sub_jaxprs(eqn.params))
-        has_relu = rule is not None and any(count_relus(j, c) for j, c in subs)
+        if rule is None or x is not None or not subs:
+            has_relu = False
+        elif name in _CALLS:
+            has_relu = count_relus(subs[0][0], subs[0][1], contexts[i]) > 0
+        else:
+            has_relu = any(count_relus(j, c) for j, c in subs)
         if x is not None:
             found.append(name)
             out = rule(jnp.broadcast_to(read(x), eqn.outvars[0].aval.shape))
             outs = [out.astype(eqn.outvars[0].aval.dtype)]
         elif has_relu and name in _CALLS:
             (j, c), = subs[:1]
-            outs = _eval(j, c, invals[len(invals) - len(j.invars):], rule, taps, found)
+            outs = _eval(j, c, invals[len(invals) - len(j.invars):], rule, taps, found,
+                         contexts[i])
         elif has_relu:
             raise UnsupportedReLU(
                 f"a ReLU inside `{name}` cannot be given a backward rule (the rewrite handles "
@@ -146,8 +236,13 @@ def rewrite(fn, rule=None, tap_outputs=None):
     """`fn` evaluated through its jaxpr with every ReLU replaced by `rule` and taps added.
 
     Recognised ReLUs: `max(x, 0)` or `max(0, x)` with a zero literal or a broadcast zero
-    (`jax.nn.relu`, `flax.linen.relu`, `jnp.maximum(x, 0)`, `jnp.maximum(x, jnp.zeros_like(x))`),
-    in plain code and inside `jit`, `remat` and `custom_jvp` functions. A ReLU inside a loop, a
+    (`jax.nn.relu`, `flax.linen.relu`, `nnx.relu`, `jnp.maximum(x, 0)`,
+    `jnp.maximum(x, jnp.zeros_like(x))`; also the `max` inside `jax.nn.relu6`), in plain code
+    and inside `jit`, `remat` and `custom_jvp` functions. A `max(x, 0)` whose result is only
+    used to normalise (every use, through reshapes and affine steps, ends in `sqrt`, `rsqrt`,
+    `log`, `pow` or a division's denominator) is a variance clamp, not an activation, and keeps
+    its gradient: LayerNorm, GroupNorm, RMSNorm, BatchNorm and `jax.nn.standardize` never
+    change their gradient under a rule. `count_relus` tells how many ReLUs a rule replaces. A ReLU inside a loop, a
     branch or a `custom_vjp` function raises `UnsupportedReLU`, as does a function with none:
     the rule would otherwise silently give the plain gradient.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
@@ -38,16 +39,26 @@ class CheckpointError(ValueError):
     """A weight file or checkpoint that cannot be read or does not fit the architecture."""
 
 
+def _shipped_roots() -> list[Path]:
+    """Where shipped checkpoints may be: `$JAXINTERP_WEIGHTS` alone when set; else the package's
+    data (`jaxinterp._weights`, in wheels and installs) and the repository's `weights/`."""
+    if os.environ.get("JAXINTERP_WEIGHTS"):
+        return [Path(os.environ["JAXINTERP_WEIGHTS"])]
+    packaged = importlib.resources.files("jaxinterp") / "_weights"  # absent in a checkout
+    return [Path(str(packaged)), REPO_WEIGHTS]
+
+
 def default_checkpoint() -> Path:
     """Directory of the shipped `vgg-mini` checkpoint (`$JAXINTERP_WEIGHTS/vgg-mini` overrides)."""
-    root = Path(os.environ.get("JAXINTERP_WEIGHTS", REPO_WEIGHTS))
-    path = root / "vgg-mini"
-    if not (path / "metadata.json").exists():
-        raise FileNotFoundError(
-            f"the default vgg-mini checkpoint is missing at {path}; install jaxinterp from its "
-            "repository (`pip install -e .`) or set JAXINTERP_WEIGHTS, or train it with "
-            "scripts/train_default.py")
-    return path
+    roots = _shipped_roots()
+    for root in roots:
+        if (root / "vgg-mini" / "metadata.json").exists():
+            return root / "vgg-mini"
+    raise FileNotFoundError(
+        "the default vgg-mini checkpoint is missing (looked in "
+        f"{', '.join(str(r / 'vgg-mini') for r in roots)}); reinstall jaxinterp, set "
+        "JAXINTERP_WEIGHTS to a directory holding vgg-mini/, or train it with "
+        "scripts/train_default.py")
 
 
 # --------------------------------------------------------------------------- checkpoints
