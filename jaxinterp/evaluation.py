@@ -89,18 +89,92 @@ def cascading_randomization(m, key: jax.Array, depth: int):
 # Deletion and insertion (Petsiuk et al. 2018, RISE): pixels move, most important first, from a
 # start image to a finish image; the target's probability is read after each step. A faithful
 # map makes it fall fast when deleting (low AUC) and rise fast when inserting (high AUC).
+# RISE's code (eclique/RISE `evaluation.py`, `Evaluation.ipynb`) ranks the raw map, inserts into
+# `conv2d(x, gkern(11, 5), padding=5)` and integrates with the trapezoid rule; see
+# `deletion_insertion` for what differs here.
 
 CURVES = ("deletion", "insertion")
 
 
+def ranking_map(attr) -> jax.Array:
+    """The map deletion and insertion rank pixels by, `[N, H, W]`.
+
+    `[N, H, W]` maps (CAMs, occlusion, RISE) as they are, signed: RISE ranks the raw map, so
+    negative evidence is moved last (`heatmap`'s positive part would tie it with zero evidence).
+    `[N, H, W, 3]` attributions: the sum of |a| over channels (as `heatmap`; a gradient's sign
+    per channel says nothing about a pixel's importance).
+    """
+    attr = jnp.asarray(attr)
+    return jnp.abs(attr).sum(-1) if attr.ndim == 4 else attr
+
+
 def pixel_ranks(heat: jax.Array) -> jax.Array:
-    """Rank of each pixel of `[N, H, W]` heat maps, 0 = hottest (ties: row-major order)."""
+    """Rank of each pixel of `[N, H, W]` maps, 0 = largest value (ties: row-major order)."""
     n = heat.shape[0]
     flat = heat.reshape(n, -1)
     order = jnp.argsort(-flat, axis=1, stable=True)
     ranks = jnp.zeros_like(order).at[jnp.arange(n)[:, None], order].set(
         jnp.arange(flat.shape[1])[None])
     return ranks.reshape(heat.shape)
+
+
+def _reflect(i: int, n: int) -> int:
+    """scipy.ndimage's 'reflect' boundary (d c b a | a b c d | d c b a) for any index."""
+    i %= 2 * n
+    return i if i < n else 2 * n - 1 - i
+
+
+def rise_kernel(size: int = 11, sigma: float = 5.0) -> np.ndarray:
+    """RISE's blur kernel `gkern(klen=size, nsig=sigma)`, `[size, size]` (NumPy, float64).
+
+    RISE builds it as scipy's `gaussian_filter` of a centred delta on a size × size grid: per axis
+    a Gaussian of sd `sigma` truncated at int(4σ + 0.5) taps each side and normalized over them,
+    whose tails beyond the grid fold back in ('reflect' boundary). So it is not a truncated,
+    renormalized Gaussian: at size 11, σ 5 it is flatter. Separable, sums to 1.
+    """
+    if int(size) != size or size < 1 or size % 2 == 0:
+        raise ValueError(f"blur_size must be an odd positive int, got {size!r}")
+    if not sigma > 0:
+        raise ValueError(f"blur must be > 0 (the Gaussian's sd in pixels), got {sigma!r}")
+    size = int(size)
+    r = int(4.0 * sigma + 0.5)
+    t = np.arange(-r, r + 1)
+    w = np.exp(-0.5 * (t / sigma) ** 2)
+    w /= w.sum()
+    c = size // 2
+    k = np.array([sum(wj for tj, wj in zip(t, w) if _reflect(i + tj, size) == c)
+                  for i in range(size)])
+    return np.outer(k, k)
+
+
+def network_zero(m) -> np.ndarray:
+    """The [0, 1] RGB colour the model's preprocessing maps to 0, `[3]` (RISE's blur pads and
+    deletes with zeros of the *normalized* input): mean / scale for a `Preprocess` (in RGB
+    order), 0 for no preprocessing or a custom function (which cannot be inverted here)."""
+    from jaxinterp.model import Preprocess
+
+    p = getattr(m, "preprocess", None)
+    if not isinstance(p, Preprocess):
+        return np.zeros(3)
+    v = np.asarray(p.mean, np.float64) / p.scale
+    return v[::-1] if p.channel_order == "BGR" else v
+
+
+def rise_blur(x: jax.Array, kernel, fill=0.0) -> jax.Array:
+    """`[N, H, W, C]` images convolved per channel with `kernel` `[k, k]`, padded by k // 2 with
+    `fill` (a number or `[C]`): `fill + conv(x − fill, kernel, zero padding)`. With `fill =
+    network_zero(m)` this is RISE's `conv2d(x, kern, padding=klen // 2)` on the normalized image,
+    mapped back to [0, 1] units."""
+    kernel = jnp.asarray(kernel, x.dtype)
+    c = x.shape[-1]
+    fill = jnp.broadcast_to(jnp.asarray(fill, x.dtype), (c,))
+    k = kernel.shape[0]
+    w = jnp.broadcast_to(kernel[:, :, None, None], (k, k, 1, c))
+    y = jax.lax.conv_general_dilated(x - fill, w, (1, 1), [(k // 2, k // 2)] * 2,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     feature_group_count=c,
+                                     precision=jax.lax.Precision.HIGHEST)
+    return y + fill
 
 
 def _probability(m, t, x):
@@ -122,28 +196,41 @@ def _curve(m, t, ranks, start, finish, steps, batch_size):
     return chunked_map(at, jnp.arange(steps + 1, dtype=jnp.float32), batch_size).T  # [N, S+1]
 
 
-@tuned_jit(static_argnames=("steps", "batch_size", "blur"))
-def _faithfulness(m, x, t, heat, steps, batch_size, blur):
-    from jaxinterp.optvis.hooks import gaussian_blur
-
+@tuned_jit(static_argnames=("steps", "batch_size"))
+def _faithfulness(m, x, t, heat, kernel, fill, steps, batch_size):
     ranks = pixel_ranks(heat)
     deletion = _curve(m, t, ranks, x, jnp.zeros_like(x), steps, batch_size)
-    insertion = _curve(m, t, ranks, gaussian_blur(x, blur), x, steps, batch_size)
+    insertion = _curve(m, t, ranks, rise_blur(x, kernel, fill), x, steps, batch_size)
     return deletion, insertion
 
 
-def _auc(curve):
-    return (curve[:, 1:] + curve[:, :-1]).sum(1) / (2 * (curve.shape[1] - 1))
+def auc(curve) -> np.ndarray:
+    """RISE's normalized area under curves `[..., S + 1]` sampled at equal steps over [0, 1]:
+    the trapezoid rule, `(Σ c − c₀ / 2 − c_S / 2) / S`."""
+    curve = np.asarray(curve)
+    return (curve.sum(-1) - curve[..., 0] / 2 - curve[..., -1] / 2) / (curve.shape[-1] - 1)
+
+
+_auc = auc
 
 
 def deletion_insertion(m, x, target, attr, *, steps: int = 16, batch_size: int | None = None,
-                       blur: float = 5.0) -> dict:
+                       blur: float = 5.0, blur_size: int = 11) -> dict:
     """Deletion and insertion curves and their areas (Petsiuk et al. 2018), one compiled call.
 
-    Pixels are ranked by `heatmap(attr)`. Deletion sets them to black, hottest first; insertion
-    starts from the image blurred (Gaussian, sd `blur` px, as RISE) and puts them back. After
+    Pixels are ranked by `ranking_map(attr)` (a `[N, H, W]` map raw and signed, as RISE ranks
+    it). Deletion sets them to black, largest first, so its curve runs from p(x) to p(black);
+    insertion starts from the blurred image and puts them back, from p(blurred x) to p(x). After
     each of `steps` equal steps the target class's softmax probability (a callable target's
-    score) is read. AUC: the trapezoid rule over the fraction moved, [0, 1].
+    score) is read. AUC: RISE's trapezoid rule over the fraction moved, [0, 1] (`auc`).
+
+    The blur is RISE's: `gkern(11, 5)` (`rise_kernel`) applied per channel with padding 5 of
+    the normalized input's zero (`rise_blur`, `network_zero`) — identical to RISE's blur of the
+    normalized tensor for any mean/std preprocessing. What differs from RISE's code: deletion
+    goes to black in [0, 1] units, where RISE's `torch.zeros_like` of the normalized tensor is
+    the normalization mean (a grey; the paper's text says "removing" pixels); RISE moves a fixed
+    number of pixels per step (224 in its notebook), here `steps` equal fractions; RISE reads
+    the predicted class, here `target`; ties in the map keep row-major order here.
 
     Args:
       m: the model.
@@ -152,7 +239,8 @@ def deletion_insertion(m, x, target, attr, *, steps: int = 16, batch_size: int |
       attr: attributions `[N, H, W, 3]` or maps `[N, H, W]` for `x` (any method's output).
       steps: steps from 0 to all pixels (the curves have `steps + 1` points).
       batch_size: steps evaluated at a time (memory bound); None: all at once.
-      blur: sd in pixels of insertion's starting image.
+      blur: sd in pixels of insertion's blur (RISE: 5).
+      blur_size: side of the blur kernel, odd (RISE: 11).
     Returns:
       `{"deletion": [N, steps + 1], "insertion": [N, steps + 1], "deletion_auc": [N],
       "insertion_auc": [N]}` (numpy).
@@ -162,12 +250,13 @@ def deletion_insertion(m, x, target, attr, *, steps: int = 16, batch_size: int |
 
     steps = check_count(steps, "steps", 1)
     batch_size = check_batch_size(batch_size)
+    kernel = rise_kernel(blur_size, float(blur))
     x, t = prepare(m, x, target)
-    heat = heatmap(attr)
+    heat = ranking_map(attr)
     if heat.shape != x.shape[:3]:
         raise ValueError(f"attr of shape {jnp.shape(attr)} does not match images {x.shape}")
-    deletion, insertion = _faithfulness(m, x, t, heat.astype(x.dtype), steps, batch_size,
-                                            float(blur))
-    out = {"deletion": deletion, "insertion": insertion,
-           "deletion_auc": _auc(deletion), "insertion_auc": _auc(insertion)}
-    return {k: np.asarray(v) for k, v in out.items()}
+    deletion, insertion = _faithfulness(m, x, t, heat.astype(x.dtype), kernel.astype(np.float32),
+                                        network_zero(m).astype(np.float32), steps, batch_size)
+    deletion, insertion = np.asarray(deletion), np.asarray(insertion)
+    return {"deletion": deletion, "insertion": insertion,
+            "deletion_auc": auc(deletion), "insertion_auc": auc(insertion)}

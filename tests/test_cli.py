@@ -249,10 +249,11 @@ def test_a_decompression_bomb_is_reported_and_the_others_are_written(tmp_path):
     (["filters", "--zoom", "0", "--out", "x.png"], "must be a positive integer"),
     (["visualize", "--lr", "nan", "--out", "x.png"], "must be a positive number"),
 ])
-def test_numeric_options_are_validated_by_the_parser(tmp_path, args, msg):
-    r = jaxinterp(*args, cwd=tmp_path)
-    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert len(r.stderr) < 2000 and list(tmp_path.iterdir()) == []
+def test_numeric_options_are_validated_by_the_parser(cli, tmp_path, monkeypatch, args, msg):
+    monkeypatch.chdir(tmp_path)  # in-process: the parser is all that runs
+    code, _, err = cli(*args)
+    assert code == 2 and msg in err and "Traceback" not in err, err
+    assert len(err) < 2000 and list(tmp_path.iterdir()) == []
 
 
 def test_huge_channel_range_fails_fast(tmp_path):
@@ -362,12 +363,20 @@ def test_texture_and_style_commands(tmp_path):
     assert r.returncode == 0, r.stderr
     first, final = (float(v) for v in r.stdout.split("loss ")[1].split(" (")[0].split(" -> "))
     assert final < first / 10
-    assert {p.name for p in (tmp_path / "tex").iterdir()} == {"run.json", "style.png",
-                                                               "texture.png", "snapshots.png"}
+    assert {p.name for p in (tmp_path / "tex").iterdir()} == {"run.json", "source.png",
+                                                               "result.png", "snapshots.png"}
     r = jaxinterp("style", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--steps", "6",
                   "--snapshots", "2", "--optimizer", "adam", "--out", str(tmp_path / "sty"))
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "sty" / "style.png").exists() and (tmp_path / "sty" / "content.png").exists()
+    sty = tmp_path / "sty"
+    assert {p.name for p in sty.iterdir()} == {"run.json", "content.png", "style.png",
+                                              "result.png", "snapshots.png"}
+    from jaxinterp.images import load_image
+
+    style_in = np.asarray(Image.open(sty / "style.png"), np.float32)  # the input, not the result
+    assert style_in.shape == (128, 128, 3)  # style's default size (README: --size 128)
+    assert np.abs(style_in - 255 * load_image(tmp_path / "b.png", (128, 128))).max() <= 1
+    assert Image.open(sty / "result.png").size == (128, 128)
     r = jaxinterp("style", str(tmp_path / "a.png"), str(tmp_path / "nope.png"),
                   "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "nope.png" in r.stderr and not (tmp_path / "x").exists()
@@ -403,3 +412,188 @@ def test_concept_commands(tmp_path):
     assert r.returncode == 2 and "color:NAME" in r.stderr
     r = jaxinterp("dissect", "--layers", "fc", "--samples", "8", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "no spatial maps" in r.stderr and not (tmp_path / "x").exists()
+
+
+# --- in-process checks (issue #24): bounds, one-line errors, warnings, progress ---------------
+# main() is called in this process (no interpreter start, no re-import of JAX); heavy library
+# calls are replaced by stubs where only the command line's behaviour is checked.
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """`cli(*args) -> (exit status, stdout, stderr)` of an in-process `main(args)`."""
+    import jaxinterp.cli as cli_mod
+
+    monkeypatch.setattr(cli_mod, "enable_compilation_cache", lambda: None)  # no global config
+
+    def run(*args):
+        try:
+            code = cli_mod.main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["attack", "--eps", "-1/255", "--out", "o"], "budgets must be >= 0, got -1/255"),
+    (["attack", "--eps", "-1e-3", "--out", "o"], "budgets must be >= 0"),
+    (["style", "c.png", "s.png", "--size", "100000", "--out", "o"], "at most 4096"),
+    (["visualize", "--size", "5000", "--out", "x.png"], "at most 4096"),
+    (["report", "run", "--thumb", "100000"], "at most 1024"),
+    (["tcav", "--concept", "shape:star", "--target", "star", "--alpha", "2"], "in (0, 1)"),
+    (["dissect", "--quantile", "1", "--out", "o"], "in (0, 1)"),
+    (["dissect", "--iou-threshold", "1.5", "--out", "o"], "at most 1"),
+    (["texture", "s.png", "--snapshots", "1000", "--out", "o"], "at most 20"),
+    (["dream", "--octave-scale", "0.5", "--out", "o"], ">= 1"),
+    (["predict", "--batch", "100000"], "at most 4096"),
+    (["filters", "--zoom", "1000", "--out", "x.png"], "at most 64"),
+    (["top", "--layer", "relu1_1", "--k", "1000", "--out", "x.png"], "at most 64"),
+    (["predict", "--bogus"], "unrecognized arguments: --bogus"),
+    (["visualize"], "required: --out"),
+])
+def test_parser_errors_are_one_line_with_a_help_hint(cli, tmp_path, monkeypatch, args, msg):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(*args)
+    assert code == 2 and msg in err, err
+    assert len(err.strip().splitlines()) == 1 and err.rstrip().endswith("--help)"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["style", "nope-c.png", "nope-s.png", "--size", "1024"],    # checked before loading images
+    ["visualize", "--size", "1024", "--channel", "0-7"],
+    ["attack", "--samples", "64", "--batch", "64"],
+    ["tcav", "--concept", "shape:star", "--target", "star", "--samples", "100000"],
+])
+def test_memory_estimate_refuses_before_allocating(cli, tmp_path, monkeypatch, args):
+    monkeypatch.setenv("JAXINTERP_MEMORY", "50M")
+    out = tmp_path / ("o.png" if args[0] == "visualize" else "o")
+    code, _, err = cli(*args, *(["--out", out] if args[0] != "tcav" else []))
+    assert code == 2 and "needs about" in err and "JAXINTERP_MEMORY" in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_odd_and_huge_images_give_one_line_warnings(cli, tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 6400)  # 100x100: a "bomb" (a warning)
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(tmp_path / "dot.png")
+    Image.new("RGB", (640, 10), (10, 200, 10)).save(tmp_path / "wide.png")
+    Image.new("RGB", (100, 100), (10, 10, 200)).save(tmp_path / "big.png")
+    code, out, err = cli("predict", tmp_path / "dot.png", tmp_path / "wide.png",
+                         tmp_path / "big.png", "--top", "1")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "arning" in line]  # not a status line
+    assert all(line.startswith("jaxinterp: warning: ") for line in lines), err
+    assert any("dot.png is 1x1: enlarged 64x" in line for line in lines), err
+    assert any("wide.png is 640x10: stretched to 64x64" in line and "--fit crop" in line
+               for line in lines), err
+    assert any("big.png is 100x100" in line and "warning limit" in line for line in lines), err
+    assert "DecompressionBombWarning" not in err and len(lines) == 3, err
+
+
+def _fake_shapes(key, n, start=0, size=64):
+    """A stand-in for `ji.data.shapes` (no generator to compile): grey images, cycling labels."""
+    from types import SimpleNamespace
+
+    i = np.arange(start, start + n)
+    return SimpleNamespace(images=np.full((n, size, size, 3), 0.5, np.float32), labels=i % 8,
+                           colors=i % 6, textures=i % 4)
+
+
+def _slow(result, seconds=0.3):
+    import time
+
+    def call(*args, **kw):
+        time.sleep(seconds)
+        return result(*args, **kw)
+
+    return call
+
+
+def test_single_long_steps_show_a_status_line(cli, tmp_path, monkeypatch):
+    """tcav, the t-SNE of embed and a one-batch attack are single calls without progress of
+    their own: a status line appears on stderr (here after 0 s instead of BUSY_DELAY)."""
+    import jaxinterp as ji
+    import jaxinterp.cli.common as common
+    from jaxinterp.adversarial.attacks import Robustness
+    from jaxinterp.concepts.tcav import TCAV
+
+    monkeypatch.setattr(common, "BUSY_DELAY", 0.0)
+    monkeypatch.setattr(ji.data, "shapes", _fake_shapes)
+    monkeypatch.setattr(ji.concepts, "features", lambda m, layer, data, **kw: np.zeros((16, 8)))
+    monkeypatch.setattr(ji, "tcav", _slow(lambda *a, **k: TCAV(
+        0.9, np.full(2, 0.9), np.full(2, 0.5), 0.01, True, np.ones(2))))
+    code, out, err = cli("tcav", "--concept", "color:red", "--target", "star", "--samples",
+                         "300", "--runs", "2")
+    assert code == 0 and "color:red" in out, err
+    assert "tcav color:red (2 runs) ...\ntcav color:red (2 runs): " in err, err
+    monkeypatch.setattr(ji, "embed_2d", _slow(lambda feats, **k: np.zeros((len(feats), 2))))
+    code, out, err = cli("embed", "--samples", "16", "--method", "tsne", "--out",
+                         tmp_path / "e.png")
+    assert code == 0 and "tsne of 16 points ..." in err, err
+
+    def fake_robustness(m, x, y, eps, **kw):
+        n = len(eps)
+        return Robustness(np.asarray(eps), np.zeros((n, len(x)), bool), np.zeros(n), np.ones(n),
+                          np.stack([x] * n))
+
+    monkeypatch.setattr(ji, "robustness", _slow(fake_robustness))
+    code, out, err = cli("attack", "--samples", "2", "--eps", "8/255", "--no-figures", "--out",
+                         tmp_path / "att")
+    assert code == 0 and "attack ..." in err, err
+
+
+def test_visualize_without_a_relu_says_how_to_run(cli, tmp_path, monkeypatch):
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    import jaxinterp as ji
+
+    class Tanh(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = jnp.tanh(nn.Conv(4, (3, 3), name="conv")(x))
+            return nn.Dense(3, name="fc")(x.mean((1, 2)))
+
+    variables = Tanh().init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    m = ji.wrap(Tanh(), variables, input_size=(16, 16), classes=["a", "b", "c"])
+    monkeypatch.setattr(ji, "load_model", lambda name=None, **kw: m)
+    code, _, err = cli("visualize", "--layer", "conv", "--channel", "0", "--size", "16",
+                       "--steps", "1", "--out", tmp_path / "v.png")
+    assert code == 2 and "no ReLU found" in err and "pass --no-redirect-relu" in err, err
+
+
+def test_texture_resume_is_reported_as_a_resume(cli, tmp_path, monkeypatch):
+    """A run resumed from --checkpoint-dir has no loss history before the resumed step: run.json
+    says where it resumed instead of calling the resumed step's loss the first one."""
+    import json
+
+    import jaxinterp as ji
+    from jaxinterp.images import save_image
+
+    save_image(np.random.default_rng(0).uniform(size=(32, 32, 3)), tmp_path / "a.png")
+    real = ji.texture
+
+    def killed_after_first_chunk(*args, progress=None, **kw):
+        def stop(done, steps, carry):
+            progress(done, steps, carry)
+            raise KeyboardInterrupt
+
+        return real(*args, progress=stop, **kw)
+
+    args = ["texture", tmp_path / "a.png", "--steps", "4", "--snapshots", "2", "--size", "32",
+            "--optimizer", "adam", "--checkpoint-dir", tmp_path / "ck"]
+    monkeypatch.setattr(ji, "texture", killed_after_first_chunk)
+    code, _, err = cli(*args, "--out", tmp_path / "t1")
+    assert code == 130, err
+    monkeypatch.setattr(ji, "texture", real)
+    code, out, err = cli(*args, "--out", tmp_path / "t2")
+    assert code == 0, err
+    run = json.loads((tmp_path / "t2" / "run.json").read_text())
+    assert run["resumed_at_step"] == 2 and run["first_loss"] is None, run
+    assert run["loss_at_resume"] > 0 and "resumed at step 2" in out

@@ -30,7 +30,10 @@ def photo_like(key, n=1, size=64):
 
 # --- losses equal the PyTorch tutorial's, both normalizations -------------------------------
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:  # only the tests that use `pair` skip, one by one
+    torch = None
 
 
 def torch_losses(tm, content, style, x, content_layer, style_layers, normalization, sw, cw):
@@ -64,6 +67,8 @@ def torch_losses(tm, content, style, x, content_layer, style_layers, normalizati
 
 @pytest.fixture(scope="module", params=["vgg-mini", "vgg16"])
 def pair(request, tmp_path_factory):
+    if torch is None:
+        pytest.skip("needs PyTorch")
     from torch_vgg import make_pair
 
     if request.param == "vgg-mini":
@@ -102,6 +107,21 @@ def test_gram_and_losses_equal_the_pytorch_tutorial(pair, normalization):
     np.testing.assert_allclose(float(s[0]), t_style, rtol=1e-5)
     np.testing.assert_allclose(float(c[0]), t_content, rtol=1e-5)
     np.testing.assert_allclose(float(total[0]), t_style + t_content, rtol=1e-5)
+
+
+def test_default_layers_are_gatys_rectified_ones(default_model):
+    # DeepTextures' conv1_1 blob is rectified (Caffe's in-place ReLU): relu1_1 here
+    from types import SimpleNamespace
+
+    from jaxinterp.models import vgg
+
+    vgg19 = SimpleNamespace(specs=vgg.vgg("vgg19").specs())
+    assert S.texture_layers(vgg19) == ["relu1_1", "pool1", "pool2", "pool3", "pool4"]
+    assert S.style_layers(vgg19) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    assert S.content_layer(vgg19) == "relu4_2"
+    assert S.texture_layers(SimpleNamespace(specs=vgg.vgg("vgg16_bn").specs()))[0] == "relu1_1"
+    assert S.texture_layers(default_model) == ["relu1_1", "pool1", "pool2", "pool3"]
+    assert S.style_layers(default_model) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
 
 
 # --- synthesis on the shipped model ------------------------------------------------------------

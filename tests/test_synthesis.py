@@ -145,3 +145,49 @@ def test_inversion_errors(default_model, images):
         ji.invert(m, None, "pool1")
     with pytest.raises(ValueError, match="tv_weight"):
         ji.invert(m, images, "pool1", tv_weight=-1.0)
+
+
+# --- inversion's priors (Mahendran & Vedaldi 2015; aravindhm/deep-goggle core/invert_nn.m) -----
+
+def numpy_tv(x, beta):
+    """deep-goggle's `tv(x, beta)` per image (d1 = x(:, [2:end end]) - x, d2 likewise down the
+    rows, sum of sqrt(d1² + d2²)^β over pixels and channels), divided by H·W·C."""
+    x = np.asarray(x, np.float64)
+    _, h, w, c = x.shape
+    d1 = x[:, :, np.r_[1:w, w - 1]] - x
+    d2 = x[:, np.r_[1:h, h - 1]] - x
+    return (np.sqrt(d1 * d1 + d2 * d2) ** beta).sum((1, 2, 3)) / (h * w * c)
+
+
+def numpy_alpha_norm(x, alpha):
+    """The α-norm Σ |x|^α on pixels mapped from [0, 1] to [-1, 1], divided by H·W·C."""
+    return (np.abs(2 * np.asarray(x, np.float64) - 1) ** alpha).mean((1, 2, 3))
+
+
+@pytest.mark.parametrize("beta", [1.0, 1.5, 2.0, 3.0])
+def test_tv_prior_is_mahendran_and_vedaldis(beta):
+    x = np.random.default_rng(0).random((2, 5, 7, 3))
+    prior = ji.objectives.tv_beta(beta)
+    np.testing.assert_allclose(prior({"input": jnp.asarray(x, jnp.float32)}), numpy_tv(x, beta),
+                               rtol=1e-5)
+    flat = jnp.full((1, 4, 4, 3), 0.5).at[0, 1, 2, 0].set(0.9)  # zero differences: no NaN
+    g = jax.grad(lambda a: prior({"input": a}).sum())(flat)
+    assert np.isfinite(np.asarray(g)).all()
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.0, 3.0, 6.0])
+def test_alpha_norm_prior(alpha):
+    x = np.random.default_rng(1).random((2, 5, 7, 3))
+    prior = ji.objectives.alpha_norm(alpha)
+    np.testing.assert_allclose(prior({"input": jnp.asarray(x, jnp.float32)}),
+                               numpy_alpha_norm(x, alpha), rtol=1e-5)
+
+
+def test_prior_weights_lower_their_priors_in_a_reconstruction(default_model, images):
+    x = images[:1, 24:40, 24:40]  # 16 x 16: cheap
+    kw = dict(steps=8, key=0)
+    plain = ji.invert(default_model, x, "relu2_2", tv_weight=0.0, alpha_weight=0.0, **kw).images
+    smooth = ji.invert(default_model, x, "relu2_2", tv_weight=20.0, alpha_weight=0.0, **kw).images
+    tame = ji.invert(default_model, x, "relu2_2", tv_weight=0.0, alpha_weight=20.0, **kw).images
+    assert numpy_tv(smooth, 2)[0] < 0.5 * numpy_tv(plain, 2)[0]
+    assert numpy_alpha_norm(tame, 6)[0] < 0.5 * numpy_alpha_norm(plain, 6)[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -14,6 +15,7 @@ from jaxinterp.concepts.data import batches, images_of, layer_output
 
 METRICS = ("l2", "cosine")
 METHODS = ("pca", "tsne", "umap")
+TSNE_BACKENDS = ("auto", "opentsne", "sklearn")
 
 
 @tuned_jit(static_argnames=("name",))
@@ -100,21 +102,29 @@ def pca(feats: jax.Array) -> jax.Array:
 
 
 def embed_2d(feats: Any, *, method: str = "pca", key: jax.Array | int | None = None,
-             perplexity: float = 30.0) -> np.ndarray:
+             perplexity: float = 30.0, backend: str = "auto") -> np.ndarray:
     """A 2-D map of features `[N, D]` (e.g. `features(m, "fc7", data)`), `[N, 2]`.
 
     Args:
       feats: the features.
-      method: "pca" (in JAX), "tsne" (openTSNE if installed, else scikit-learn: perplexity,
-        PCA initialization, seeded from `key`) or "umap" (umap-learn). t-SNE and UMAP are the
-        optional extra `pip install "jaxinterp[concepts]"`.
-      key: PRNG key or int seed for t-SNE / UMAP (default 0); the same key gives the same map.
-      perplexity: t-SNE's perplexity (30, scikit-learn's default).
+      method: "pca" (in JAX), "tsne" (seeded from `key`; see `backend`) or "umap" (umap-learn).
+        t-SNE and UMAP are the optional extra `pip install "jaxinterp[concepts]"`.
+      key: PRNG key or int seed for t-SNE / UMAP (default 0); the same key and backend give the
+        same map.
+      perplexity: t-SNE's perplexity (30, scikit-learn's default). At most (N − 1) / 3 points
+        fit (openTSNE's bound): a larger value is lowered to that, with a warning.
+      backend: t-SNE's implementation: "opentsne" (openTSNE's `TSNE(perplexity, random_state,
+        n_jobs=1)`), "sklearn" (scikit-learn's `TSNE(perplexity, init="pca", random_state)`),
+        or "auto" (default: openTSNE if installed, else scikit-learn). The two give different
+        maps for the same key, so pin one where maps must repeat across machines. A backend
+        that is not installed raises ImportError.
     Returns:
       The 2-D coordinates.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if backend not in TSNE_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(TSNE_BACKENDS)}, got {backend!r}")
     feats = np.asarray(feats, np.float32)
     if feats.ndim != 2 or len(feats) < 3:
         raise ValueError(f"feats must be [N, D] with N >= 3, got shape {feats.shape}")
@@ -127,16 +137,27 @@ def embed_2d(feats: Any, *, method: str = "pca", key: jax.Array | int | None = N
         except ImportError:
             raise ImportError("method='umap' needs umap-learn: pip install umap-learn") from None
         return np.asarray(umap.UMAP(random_state=seed).fit_transform(feats))
-    perplexity = min(perplexity, (len(feats) - 1) / 3)
-    try:
-        from openTSNE import TSNE
-
-        return np.asarray(TSNE(perplexity=perplexity, random_state=seed, n_jobs=1).fit(feats))
-    except ImportError:
-        pass
+    bound = (len(feats) - 1) / 3
+    if perplexity > bound:
+        warnings.warn(f"perplexity {perplexity:g} is too large for {len(feats)} points; using "
+                      f"{bound:g} ((N - 1) / 3)", stacklevel=2)
+        perplexity = bound
+    if backend in ("auto", "opentsne"):
+        try:
+            from openTSNE import TSNE
+        except ImportError:
+            if backend == "opentsne":
+                raise ImportError("backend='opentsne' needs openTSNE: pip install openTSNE (or "
+                                  "backend='sklearn')") from None
+        else:
+            return np.asarray(TSNE(perplexity=perplexity, random_state=seed, n_jobs=1).fit(feats),
+                              np.float32)
     try:
         from sklearn.manifold import TSNE
     except ImportError:
+        if backend == "sklearn":
+            raise ImportError("backend='sklearn' needs scikit-learn: pip install scikit-learn "
+                              "(or backend='opentsne')") from None
         raise ImportError("method='tsne' needs openTSNE or scikit-learn: pip install "
                           "\"jaxinterp[concepts]\" (or pip install scikit-learn)") from None
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed

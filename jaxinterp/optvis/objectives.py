@@ -462,16 +462,23 @@ def match(layer: str, target: Any) -> Unit:
 
 
 def _tv_beta(a, beta=2.0):
-    dy = a[:, 1:, :-1] - a[:, :-1, :-1]
-    dx = a[:, :-1, 1:] - a[:, :-1, :-1]
-    return ((dx ** 2 + dy ** 2) ** (beta / 2)).reshape(a.shape[0], -1).mean(1)
+    # deep-goggle's `tv` (core/invert_nn.m): d1 = x(:, [2:end end]) − x, d2 = x([2:end end], :)
+    # − x (the last column / row repeated: its difference there is 0), per channel
+    dx = jnp.concatenate([a[:, :, 1:] - a[:, :, :-1], jnp.zeros_like(a[:, :, :1])], 2)
+    dy = jnp.concatenate([a[:, 1:] - a[:, :-1], jnp.zeros_like(a[:, :1])], 1)
+    s = dx ** 2 + dy ** 2
+    if beta != 2.0:  # s^(β/2) with a finite gradient where s = 0 (always at the last pixel)
+        s = jnp.where(s > 0, jnp.where(s > 0, s, 1.0) ** (beta / 2), 0.0)
+    return s.reshape(a.shape[0], -1).mean(1)
 
 
 def tv_beta(beta: float = 2.0, layer: str = "input") -> Unit:
-    """Mahendran & Vedaldi's total variation: mean over pixels of (dx² + dy²)^(β/2), per image.
+    """Mahendran & Vedaldi's total variation: mean over pixels and channels of (dx² + dy²)^(β/2),
+    per image.
 
-    The isotropic form; β = 2 (the paper's default) penalizes large jumps, β = 1 allows edges.
-    Subtract it to penalize.
+    The isotropic form of deep-goggle's `tv` (per channel; the difference past the last column
+    or row is 0), divided by H·W·C; β = 2 (the paper's default) penalizes large jumps, β = 1
+    allows edges. Subtract it to penalize.
     """
     return Unit("tv_beta", _tv_beta, layer, static=(("beta", float(beta)),))
 

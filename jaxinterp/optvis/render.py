@@ -63,8 +63,13 @@ def _render(m, objective, key, lr, cfg: _Config) -> Rendered:
     def loss(params, k):
         return -objective(features(m, cfg.param(params), k, cfg.transforms)), None
 
-    out = optimize(loss, cfg.param.init(k_init, cfg.batch), steps=cfg.steps, optimizer=opt,
-                   key=k_loop, render=cfg.param, hook=cfg.regularize, thresholds=cfg.thresholds)
+    try:
+        out = optimize(loss, cfg.param.init(k_init, cfg.batch), steps=cfg.steps, optimizer=opt,
+                       key=k_loop, render=cfg.param, hook=cfg.regularize,
+                       thresholds=cfg.thresholds)
+    except rules.UnsupportedReLU as e:  # say how to run anyway
+        raise rules.UnsupportedReLU(f"{str(e).rstrip('.')}; pass redirect_relu=False to optimize "
+                                    "through the plain gradient") from None
     return Rendered(out.images, out.snapshots, -out.values, None)
 
 

@@ -3,8 +3,10 @@
 Presets over `ji.optimize`: the image is the parameter (clipped to [0, 1] after each update,
 as the PyTorch tutorial clamps it), the loss is a weighted sum of Gram-matrix (style) and
 feature (content) distances, and `optax.lbfgs` (with its zoom line search) or Adam runs inside
-the compiled loop. Each (content, style) pair is optimized on its own (`vmap`), so a batch equals
-its examples run one by one, L-BFGS's line search included.
+the compiled loop. Each (content, style) pair is optimized on its own (`vmap`, its own L-BFGS
+memory and line search). With Adam a batch equals its examples run one by one to rounding; with
+L-BFGS rounding differences between batched and single convolutions can flip a line-search
+choice, so the images may differ (4e-3 after 8 steps on some CPUs; final losses within 2 %).
 
 Two normalizations (the weights of one do not transfer to the other):
 
@@ -85,9 +87,14 @@ def _need_specs(m, what):
 
 
 def texture_layers(m) -> list[str]:
-    """Gatys et al.'s texture layers: the first conv and up to four pooling layers."""
+    """Gatys et al.'s texture layers: the first ReLU and up to four pooling layers (relu1_1,
+    pool1 … pool4 on VGG).
+
+    DeepTextures names them conv1_1, pool1 … pool4, but its Caffe VGG runs each ReLU in place,
+    so the blob `conv1_1` it reads holds the rectified map: our relu1_1, not conv1_1.
+    """
     _need_specs(m, "layers")
-    first = next(s for s in m.specs if s.kind == "conv")
+    first = next(s for s in m.specs if s.kind == "relu")
     pools = [s for s in m.specs if s.kind == "pool"][:4]
     return [s.alias or s.name for s in [first, *pools]]
 
@@ -306,8 +313,9 @@ def texture(m, style, *, layers: Sequence[str] | dict | None = None,
       m: the model (`m.with_pool("avg")` for Gatys' average pooling).
       style: style images `[N, h, w, 3]` (or one `[h, w, 3]`) in [0, 1], or a list of images of
         different sizes; one texture per style image.
-      layers: layer names, or `{layer: weight}`; default `texture_layers(m)` (conv1_1,
-        pool1 … pool4 on VGG; conv1_1, pool1 … pool3 on vgg-mini).
+      layers: layer names, or `{layer: weight}`; default `texture_layers(m)` (relu1_1,
+        pool1 … pool4 on VGG; relu1_1, pool1 … pool3 on vgg-mini: Gatys' Caffe conv1_1 is
+        rectified in place).
       size: texture side or (H, W) (default: the style images' size).
       n: textures per style image when one style image is given (default 1).
       steps: optimizer iterations (L-BFGS: each with its line search).

@@ -1,0 +1,7 @@
+"""`python -m jaxinterp.cli`."""
+
+import sys
+
+from jaxinterp.cli import main
+
+sys.exit(main())
