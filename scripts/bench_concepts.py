@@ -1,12 +1,12 @@
-"""The `concepts` section of scripts/bench.py: `ji.dissect` against a NetDissect-Lite-style loop.
+"""The `concepts` section of scripts/bench.py: `ji.dissect` against NetDissect-Lite's loop.
 
 The peer's loop (NetDissect-Lite `feature_operation.py`): features computed in PyTorch and kept
 for the data set, a per-unit threshold from all of them (`np.quantile`; the peer's approximate
-QuantileVector is faster but not exact), then per image and per unit: the map upsampled
-bilinearly to the label size (PIL, as `scipy.misc.imresize` did), thresholded, and intersections
-tallied per concept with `np.bincount` over each label map. It keeps every activation, so it is
-measured on fewer images and its time per image reported; it is linear in the images.
-"""
+QuantileVector is faster but not exact), then Lite's `tally_job` and `tally` as transcribed in
+tests/netdissect_lite.py: per image and per unit, the map upsampled bilinearly to the label size
+(PIL, as `scipy.misc.imresize` did), thresholded, and `np.bincount` of the label maps at the
+mask's pixels. It keeps every activation, so it is measured on fewer images and its time per
+image reported; it is linear in the images."""
 
 from __future__ import annotations
 
@@ -23,10 +23,9 @@ LAYERS = ("relu1_1", "relu2_2", "relu3_2", "relu4_2")
 
 def peer_dissect(tm, d, layer_indices, quantile=0.005):
     """NetDissect-Lite's loop on a `Shapes` batch; returns IoU [units, concepts] per layer."""
+    import netdissect_lite  # tests/: the transcription of Lite's tally_job / tally
     import torch
     from PIL import Image
-
-    from jaxinterp.concepts.data import CONCEPTS
 
     x = torch.from_numpy(np.ascontiguousarray(np.asarray(d.images).transpose(0, 3, 1, 2)))
     feats = {}
@@ -35,35 +34,18 @@ def peer_dissect(tm, d, layer_indices, quantile=0.005):
             _, f = tm.net((x[s:s + 64] - tm.mean) / tm.std)
             for i in layer_indices:
                 feats.setdefault(i, []).append(f[f"features.{i}"].numpy())
-    labels, mask = np.asarray(d.labels), np.asarray(d.mask)
-    shape_map = np.where(mask, labels[:, None, None], -1)
-    color, texture = np.asarray(d.color_map), np.asarray(d.texture_map)
-    maps = [shape_map, np.where(color >= 0, color + 8, -1), np.where(texture >= 0, texture + 16, -1)]
-    n, H, W = mask.shape
-    k = len(CONCEPTS)
+    pixels, labelcat = netdissect_lite.label_maps(d)
+
+    def imresize(feature_map, shape, img, unit):  # scipy.misc.imresize(mode='F') was PIL's
+        return np.asarray(Image.fromarray(feature_map.astype(np.float32), mode="F")
+                          .resize(shape[::-1], Image.BILINEAR))
+
     out = {}
     for i in layer_indices:
         f = np.concatenate(feats[i])  # [n, units, h, w]
         units = f.shape[1]
         threshold = np.quantile(f.transpose(1, 0, 2, 3).reshape(units, -1), 1 - quantile, axis=1)
-        inter = np.zeros((units, k))
-        unit_px = np.zeros((units, k))
-        label_px = np.zeros(k)
-        for img in range(n):
-            present = np.zeros(k, bool)
-            for lm in maps:
-                v = lm[img][lm[img] >= 0]
-                label_px += np.bincount(v, minlength=k)
-                present[np.unique(v)] = True
-            for u in range(units):
-                up = np.asarray(Image.fromarray(f[img, u], mode="F").resize((W, H),
-                                                                             Image.BILINEAR))
-                m = up >= threshold[u]
-                for lm in maps:
-                    v = lm[img][m]
-                    inter[u] += np.bincount(v[v >= 0], minlength=k)
-                unit_px[u] += m.sum() * present
-        out[i] = inter / (unit_px + label_px - inter + 1e-10)
+        out[i] = netdissect_lite.tally(f, threshold, pixels, labelcat, imresize)[:, 1:]
     return out
 
 

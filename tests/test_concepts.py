@@ -1,12 +1,15 @@
 """Concepts on the shipped vgg-mini: dissection, top-activating patches, neighbours, maps, TCAV."""
 
+import importlib
+
 import jax
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import stats
 
 import jaxinterp as ji
-from jaxinterp.concepts import data as cdata
+import netdissect_lite
 
 TEST_SEED = 1_000_003  # held out from training
 
@@ -16,43 +19,67 @@ def unseen():
     return ji.data.shapes(jax.random.key(TEST_SEED), 1024, start=50_000)
 
 
-def test_dissection_finds_colour_first_and_shapes_last(default_model, unseen):
-    r = ji.dissect(default_model, ["relu1_1", "relu4_2"], unseen)
-    rows = {row["layer"]: row for row in ji.concepts.summary(r)}
+@pytest.fixture(scope="module")
+def dissected(default_model, unseen):
+    """200 unseen images dissected at a first and a late layer, in 4 batches (the last short)."""
+    d = jax.tree_util.tree_map(lambda a: a[:200], unseen)
+    return d, ji.dissect(default_model, ["relu1_1", "relu4_2"], d, batch_size=64)
+
+
+def test_dissection_finds_colour_first_and_shapes_last(dissected):
+    rows = {row["layer"]: row for row in ji.concepts.summary(dissected[1])}
     first, last = rows["relu1_1"], rows["relu4_2"]
     assert first["color"] > first["shape"] + first["texture"], first
     assert last["shape"] > last["color"] + last["texture"], last
     assert last["shape"] >= 0.5 * last["units"], last
 
 
-def numpy_netdissect(acts, labels, quantile):
-    """NetDissect-Lite's formulas, directly in NumPy: a threshold per unit from all positions,
-    maps upsampled bilinearly (PIL) to the label size, IoU accumulated over the data set."""
-    n, h, w, u = acts.shape
-    H, W, k = labels.shape[1:]
-    thresholds = np.quantile(acts.reshape(-1, u), 1 - quantile, axis=0)
-    ious = np.zeros((u, k))
-    for unit in range(u):
-        up = np.stack([np.asarray(Image.fromarray(a[..., unit].astype(np.float32), mode="F")
-                                  .resize((W, H), Image.BILINEAR)) for a in acts])
-        mask = up >= thresholds[unit]
-        for c in range(k):
-            lab = labels[..., c]
-            inter = (mask & lab).sum()
-            has = lab.reshape(n, -1).any(1)
-            ious[unit, c] = inter / (mask[has].sum() + lab.sum() - inter + 1e-10)
-    return thresholds, ious
+def lite_ious(m, d, layers, batch_size, thresholds, resize="ours"):
+    """NetDissect-Lite's IoU `{layer: [units, concepts]}` on `d` (tests/netdissect_lite.py).
+
+    Shared with `ji.dissect`: the model's activations, the thresholds given, and with
+    `resize="ours"` the library's `upsample` run on the same batches. Transcribed from Lite:
+    the tally and the IoU. `resize="pil"`: PIL's bilinear resize (Lite's `imresize(mode='F')`)."""
+    from jaxinterp.concepts.dissection import upsample
+
+    pixels, labelcat = netdissect_lite.label_maps(d)
+    size = pixels.shape[2:]
+    resized = jax.jit(upsample, static_argnums=1)
+    feats = m(d.images)[1]
+    acts = {layer: np.asarray(feats[layer]) for layer in layers}
+    ups = {layer: [np.asarray(resized(feats[layer][s:s + batch_size], size))
+                   for s in range(0, len(d.images), batch_size)] if resize == "ours" else None
+           for layer in layers}
+    out = {}
+    for layer in layers:
+        features = acts[layer].transpose(0, 3, 1, 2)  # Lite's [N, units, h, w]
+        if resize == "ours":
+            up = np.concatenate(ups[layer])
+            imresize = lambda f, shape, i, u: up[i, ..., u]  # noqa: E731
+        else:
+            imresize = lambda f, shape, i, u: np.asarray(  # noqa: E731
+                Image.fromarray(f.astype(np.float32), mode="F").resize(shape[::-1],
+                                                                        Image.BILINEAR))
+        iou = netdissect_lite.tally(features, thresholds[layer], pixels, labelcat, imresize)
+        out[layer] = iou[:, 1:]  # Lite's label 0 is the background
+    return out
 
 
-@pytest.mark.parametrize("layer", ["relu2_2", "relu3_2"])
-def test_threshold_and_iou_equal_netdissect_formulas(default_model, unseen, layer):
-    d = jax.tree_util.tree_map(lambda a: a[:96], unseen)
-    r = ji.dissect(default_model, layer, d, batch_size=40)[layer]  # 3 uneven batches
-    acts = np.asarray(default_model(d.images)[1][layer])[..., :6]
-    t, ious = numpy_netdissect(acts, np.asarray(cdata.concept_maps(d)), 0.005)
-    np.testing.assert_allclose(r.threshold[:6], t, rtol=1e-5)
-    np.testing.assert_allclose(r.ious[:6], ious, atol=2e-3)  # upsampling: jax.image vs PIL
-    np.testing.assert_array_equal(r.concept[:6], ious.argmax(1))
+def test_threshold_and_iou_equal_netdissect_lite(default_model, dissected):
+    m, (d, r) = default_model, dissected
+    layers = tuple(r)
+    t, feats = {}, m(d.images)[1]
+    for layer in layers:
+        acts = np.asarray(feats[layer])
+        t[layer] = np.quantile(acts.reshape(-1, acts.shape[-1]), 1 - 0.005, axis=0)
+        np.testing.assert_allclose(r[layer].threshold, t[layer], rtol=1e-5)
+    ious = lite_ious(m, d, layers, 64, {layer: r[layer].threshold for layer in layers})
+    for layer in layers:
+        np.testing.assert_allclose(r[layer].ious, ious[layer], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(r[layer].concept, ious[layer].argmax(1))
+    # the peer end to end: PIL's resize and np.quantile's thresholds (relu1_1 is not resized)
+    pil = lite_ious(m, d, ["relu4_2"], 200, t, resize="pil")["relu4_2"]
+    np.testing.assert_allclose(r["relu4_2"].ious, pil, atol=2e-3)  # jax.image vs PIL
 
 
 def test_top_activating_ranks_images_and_patches_hold_the_receptive_field(default_model, unseen):
@@ -139,13 +166,46 @@ def test_tcav_shape_concept_is_significant_colour_and_random_are_not(default_mod
     tests = 3 * 2  # Bonferroni over the concept x class pairs one would test here
     alpha = 0.05 / tests
     m = default_model
-    for concept, cls, expect in [(star, 3, True), (red, 3, False), (random_concept, 5, False)]:
+    # "greater": does the class's score rise along the concept (the sign of the derivative)
+    for concept, cls, alternative, expect in [(star, 3, "greater", True),
+                                              (red, 3, "greater", False),
+                                              (random_concept, 5, "two-sided", False)]:
         r = ji.tcav(m, "relu3_2", concept, pool, x[:800][lab[:800] == cls][:40], cls, runs=10,
-                    alpha=alpha, key=0)
+                    alpha=alpha, alternative=alternative, key=0)
         assert r.significant == expect, (cls, r)
-    r1 = ji.tcav(m, "relu4_2", star, pool, x[:40], 3, runs=4, key=5)
-    r2 = ji.tcav(m, "relu4_2", star, pool, x[:40], 3, runs=4, key=5)
+        assert r.p_value == pytest.approx(stats.ttest_ind(r.scores, r.random_scores,
+                                                          alternative=alternative).pvalue)
+        if concept is star:
+            assert r.score >= 0.9, r  # the class's own shape raises its score
+    # late layer: the class's own shape; the same key gives the same result, and the same
+    # module and weights wrapped with ji.wrap (gradient through a tap, not `resume`) give the
+    # same numbers
+    stars = x[:800][lab[:800] == 3][:40]
+    r1 = ji.tcav(m, "relu4_2", star, pool, stars, 3, runs=4, key=5)
+    assert r1.score >= 0.9, r1
+    r2 = ji.tcav(m, "relu4_2", star, pool, stars, 3, runs=4, key=5)
     np.testing.assert_array_equal(r1.scores, r2.scores)  # seeded: same key, same result
+    w = ji.wrap(m.module.apply, m.variables, input_size=m.input_size, preprocess=m.preprocess,
+                classes=m.classes)
+    assert not hasattr(w, "resume")
+    r3 = ji.tcav(w, m.resolve("relu4_2"), star, pool, stars, 3, runs=4, key=5)
+    for a, b in zip(r1, r3):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
+
+
+def test_tcav_p_value_alternatives():
+    p_value = importlib.import_module("jaxinterp.concepts.tcav").p_value
+    ups, rand = np.ones(5), np.array([0.2, 0.4, 0.6, 0.8, 0.5])
+    greater, less, both = (p_value(ups, rand, a) for a in ("greater", "less", "two-sided"))
+    pooled = (4 * ups.var(ddof=1) + 4 * rand.var(ddof=1)) / 8  # Student's pooled variance
+    t = (1 - rand.mean()) / np.sqrt(pooled * (1 / 5 + 1 / 5))
+    assert greater == pytest.approx(stats.t.sf(t, 8), rel=1e-9)
+    assert less == pytest.approx(1 - greater, rel=1e-9)
+    assert both == pytest.approx(2 * greater, rel=1e-9)
+    assert p_value(1 - ups, rand, "greater") == pytest.approx(less, rel=1e-9)  # mirrored
+    assert p_value(np.full(4, 0.5), np.full(4, 0.5)) == 1.0
+    with pytest.raises(ValueError, match="alternative must be one of"):
+        p_value(ups, rand, "bigger")
 
 
 def test_concept_errors(default_model, unseen):
@@ -166,6 +226,9 @@ def test_concept_errors(default_model, unseen):
         ji.nearest_neighbors(m, "gap", unseen.images[:2], unseen.images[:10], metric="l1")
     with pytest.raises(ValueError, match="concept_images needs at least 2"):
         ji.tcav(m, "relu4_2", unseen.images[:1], unseen.images[:10], unseen.images[:5], 0)
+    with pytest.raises(ValueError, match="alternative must be one of two-sided, greater, less"):
+        ji.tcav(m, "relu4_2", unseen.images[:5], unseen.images[:10], unseen.images[:5], 0,
+                alternative="larger")
     with pytest.raises(ValueError, match="random_images has 3"):
         ji.tcav(m, "relu4_2", unseen.images[:5], unseen.images[:3], unseen.images[:5], 0)
     with pytest.raises(TypeError, match="read only once"):

@@ -261,13 +261,14 @@ def cmd_tcav(args) -> int:
     if len(inputs) < 2:
         raise ValueError(f"--samples {args.samples} holds fewer than 2 images of class "
                          f"{m.classes[target]} to test; use more samples")
-    print(f"{'concept':<20}{'TCAV':>7}{'random':>8}{'p':>10}  significant (alpha {args.alpha:g})")
+    print(f"{'concept':<20}{'TCAV':>7}{'random':>8}{'p':>10}  significant "
+          f"(alpha {args.alpha:g}, {args.alternative})")
     for cat, name in args.concept:
         value = names[cat].index(name)
         concept = x[:half][np.asarray(getattr(d, field[cat]))[:half] == value][: args.concept_size]
         with busy(f"tcav {cat}:{name} ({args.runs} runs)"):
             r = ji.tcav(m, args.layer, concept, pool, inputs, int(target), runs=args.runs,
-                        alpha=args.alpha, key=args.seed)
+                        alpha=args.alpha, alternative=args.alternative, key=args.seed)
         print(f"{cat + ':' + name:<20}{r.score:>7.3f}{r.random_scores.mean():>8.3f}"
               f"{r.p_value:>10.2g}  {'yes' if r.significant else 'no'}")
     return 0
@@ -364,6 +365,9 @@ def register(sub) -> None:
                    "against memory)")
     p.add_argument("--alpha", type=probability, default=0.05,
                    help="significance level, in (0, 1)")
+    p.add_argument("--alternative", choices=("two-sided", "greater", "less"),
+                   default="two-sided", help="t-test alternative: two-sided (as the paper: the "
+                   "concept matters either way), greater (it raises the class score), less")
     p.add_argument("--concept-size", type=positive_int, default=30, help="concept examples")
     p.add_argument("--random", type=positive_int, default=300, help="random pool size")
     p.add_argument("--inputs", type=positive_int, default=40, help="class images tested")

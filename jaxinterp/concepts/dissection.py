@@ -1,13 +1,13 @@
-"""Network dissection (Bau et al. 2017; NetDissect-Lite's formulas) over a streamed data set.
+"""Network dissection (Bau et al. 2017) over a streamed data set, with NetDissect-Lite's IoU.
 
 Pass 1 keeps, per unit, the running top values of its activations over every position of every
 image — exactly as many as the quantile needs, selected on the host in linear time — so the
 threshold is exact (`np.quantile`'s linear interpolation), in memory proportional to
-`quantile` x the data set (for 10,000 64-px images, 205k values per unit of the first layer). Pass 2 upsamples
-each activation map bilinearly to the label resolution, thresholds it, and accumulates
-intersections and unions with every concept's pixel labels. Both passes are one compiled call
-per batch.
-"""
+`quantile` x the data set (for 10,000 64-px images, 205k values per unit of the first layer).
+Pass 2 upsamples each activation map bilinearly to the label resolution, thresholds it, and
+tallies, as NetDissect-Lite's `tally_job` does: intersections with every concept's pixel labels,
+every concept's pixels, and each unit's mask pixels per category on the images where the mask
+overlaps some label of that category. Both passes are one compiled call per batch."""
 
 from __future__ import annotations
 
@@ -67,17 +67,37 @@ def _overlaps(m, x, labels, thresholds, names):
     return tuple(_overlap(feats[n], labels, t) for n, t in zip(names, thresholds))
 
 
+def upsample(a: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Activation maps `[N, h, w, units]` resized bilinearly to the label size `(H, W)` (the
+    peer's `imresize(..., mode='F')`)."""
+    return jax.image.resize(a, (a.shape[0], *size, a.shape[-1]), "bilinear")
+
+
+def label_categories() -> np.ndarray:
+    """`[len(CONCEPTS), len(CATEGORIES)]` one-hot: each concept's category (NetDissect's
+    `labelcat`)."""
+    return np.array([[cat == c for c in CATEGORIES] for _, cat in CONCEPTS], np.float32)
+
+
 def _overlap(a, labels, threshold):
+    """One batch's tallies (NetDissect-Lite's `tally_job`): intersections `[units, concepts]`,
+    each unit's mask pixels on the images where its mask overlaps some label of a category
+    `[units, categories]`, and each concept's pixels `[concepts]`."""
     n, h, w = labels.shape[:3]
-    up = jax.image.resize(a, (n, h, w, a.shape[-1]), "bilinear")
-    mask = (up >= threshold).astype(jnp.float32)  # [n, h, w, units]
+    # the peer thresholds a map only when its maximum passes (a no-op up to rounding)
+    live = a.max((1, 2), keepdims=True) > threshold
+    mask = ((upsample(a, (h, w)) > threshold) & live).astype(jnp.float32)  # [n, h, w, units]
     lab = labels.astype(jnp.float32)  # [n, h, w, concepts]
     contract = (((0,), (0,)), ((), ()))  # as a 2-D product: the 4-D einsum is 5x slower on CPU
     inter = jax.lax.dot_general(mask.reshape(-1, mask.shape[-1]), lab.reshape(-1, lab.shape[-1]),
                                 contract)
-    union_unit = jax.lax.dot_general(mask.sum((1, 2)), (lab.sum((1, 2)) > 0).astype(jnp.float32),
-                                     contract)
-    return inter, union_unit, lab.sum((0, 1, 2))
+    # per image: does the mask touch any label of each category (tally_cat > 0)
+    cat = (lab @ jnp.asarray(label_categories()) > 0).astype(jnp.float32)  # [n, h, w, cats]
+    touch = jax.lax.dot_general(mask.reshape(n, -1, mask.shape[-1]),
+                                cat.reshape(n, -1, cat.shape[-1]),
+                                (((1,), (1,)), ((0,), (0,)))) > 0  # [n, units, categories]
+    unit_cat = (mask.sum((1, 2))[..., None] * touch).sum(0)
+    return inter, unit_cat, lab.sum((0, 1, 2))
 
 
 def quantile_rank(count: int, quantile: float) -> tuple[int, float]:
@@ -91,7 +111,15 @@ def quantile_rank(count: int, quantile: float) -> tuple[int, float]:
 def dissect(m, layers: str | Sequence[str], data: Any, *, quantile: float = 0.005,
             iou_threshold: float = 0.04, batch_size: int = 64,
             progress: Callable | None = None) -> dict[str, Dissection]:
-    """Which concept each unit of `layers` detects: NetDissect's IoU with pixel labels.
+    """Which concept each unit of `layers` detects: NetDissect-Lite's IoU with pixel labels.
+
+    A unit's mask on an image is its activation map, upsampled bilinearly to the label size,
+    `> threshold` (Lite's strict inequality). For unit u and concept c of category g:
+    `IoU = I / (U_g + L - I + 1e-10)` with I the mask pixels labelled c, L the pixels labelled
+    c, and U_g the mask pixels on the images where the mask overlaps some label of category g,
+    each summed over the data set (NetDissect-Lite `feature_operation.py`, `tally_job` and
+    `tally`). On `shapes` every category labels the object, so U_g counts the mask on the images
+    where it touches the object.
 
     Args:
       m: the model.
@@ -161,8 +189,9 @@ def dissect(m, layers: str | Sequence[str], data: Any, *, quantile: float = 0.00
             acc[layer] = [a + np.asarray(s, np.float64) for a, s in zip(acc[layer], st)]
     out = {}
     for layer, name in names.items():
-        inter, union_unit, label_px = acc[layer]
-        ious = inter / (union_unit + label_px[None] - inter + 1e-10)
+        inter, unit_cat, label_px = acc[layer]
+        unit_px = unit_cat @ label_categories().T.astype(np.float64)  # [units, concepts]
+        ious = inter / (unit_px + label_px[None] - inter + 1e-10)
         best = ious.argmax(1)
         iou = ious[np.arange(len(best)), best]
         out[layer] = Dissection(

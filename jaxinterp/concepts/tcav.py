@@ -2,9 +2,11 @@
 
 A CAV is the normal of a linear classifier separating a concept's activations from a random
 set's; an input's conceptual sensitivity is the directional derivative of the target's score
-along it. The TCAV score is the fraction of inputs with a positive derivative; its significance
-is a two-sided t-test of the concept's scores (one per random set) against random-vs-random
-scores.
+along it. The TCAV score is the fraction of inputs with a positive derivative: above 0.5 the
+concept raises the score, below 0.5 it lowers it. Its significance is a t-test of the concept's
+scores (one per random set) against random-vs-random scores: two-sided by default, as in the
+paper and tensorflow/tcav (a concept that consistently lowers the score is significant too);
+`alternative="greater"` asks only whether the concept raises the score.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ class TCAV(NamedTuple):
       score: the mean TCAV score over the runs.
       scores: the concept's TCAV score against each random set `[runs]`.
       random_scores: scores of random-vs-random CAVs `[runs]`.
-      p_value: two-sided t-test of `scores` against `random_scores`.
+      p_value: t-test of `scores` against `random_scores` (`alternative` of `tcav`: two-sided
+        by default, so it says whether the concept matters, not in which direction; `score`
+        above or below 0.5 gives the direction).
       significant: p_value < alpha.
       accuracy: each concept CAV's training accuracy `[runs]`.
     """
@@ -91,9 +95,32 @@ def _scores(concept, randoms, grads, l2):
     return frac(cavs), frac(rand_cavs), acc
 
 
+ALTERNATIVES = ("two-sided", "greater", "less")
+
+
+def p_value(scores: np.ndarray, random_scores: np.ndarray,
+            alternative: str = "two-sided") -> float:
+    """Student's t-test (pooled variance: scipy's `ttest_ind`, as tensorflow/tcav) of a
+    concept's TCAV scores against random-vs-random scores; `alternative="greater"`: the
+    concept's scores are higher. 1.0 when both samples are one and the same constant."""
+    from scipy import stats
+
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {', '.join(ALTERNATIVES)}, "
+                         f"got {alternative!r}")
+    scores, random_scores = np.asarray(scores), np.asarray(random_scores)
+    if np.all(scores == scores[0]) and np.all(random_scores == scores[0]):
+        return 1.0
+    with warnings.catch_warnings():  # scores of a clear concept are often all 1.0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind(scores, random_scores, alternative=alternative).pvalue)
+    return 1.0 if np.isnan(p) else p
+
+
 def tcav(m, layer: str, concept_images: jax.Array, random_images: jax.Array,
          inputs: jax.Array, target: Any, *, runs: int = 10, alpha: float = 0.05,
-         l2: float = 0.01, key: jax.Array | int | None = None) -> TCAV:
+         alternative: str = "two-sided", l2: float = 0.01,
+         key: jax.Array | int | None = None) -> TCAV:
     """How much a concept matters to a class's score at `layer` (TCAV, Kim et al. 2018).
 
     Args:
@@ -107,7 +134,11 @@ def tcav(m, layer: str, concept_images: jax.Array, random_images: jax.Array,
       target: the class (an int or an int array `[Ni]`) or a callable `(logits, feats) -> [Ni]`;
         its score (pre-softmax) is differentiated.
       runs: random sets (the tcav notebooks use 5–10, the paper 500).
-      alpha: significance level of the two-sided t-test.
+      alpha: significance level of the t-test.
+      alternative: the t-test's alternative hypothesis about the concept's scores against the
+        random-vs-random scores: "two-sided" (default; the paper's and tensorflow/tcav's test:
+        the concept matters, raising or lowering the score), "greater" (it raises the score:
+        the question "does the class use this concept?"), or "less" (it lowers it).
       l2: the classifier's L2 penalty (tcav's SGDClassifier alpha 0.01); the classifier is a
         logistic regression solved with L-BFGS on all examples (tcav: hinge loss, SGD, a 33 %
         test split).
@@ -116,8 +147,9 @@ def tcav(m, layer: str, concept_images: jax.Array, random_images: jax.Array,
     Returns:
       `TCAV(score, scores, random_scores, p_value, significant, accuracy)`.
     """
-    from scipy import stats
-
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {', '.join(ALTERNATIVES)}, "
+                         f"got {alternative!r}")
     name = m.resolve(layer)
     check_count(runs, "runs", 2)
     check_real(l2, "l2", 0.0)
@@ -139,12 +171,5 @@ def tcav(m, layer: str, concept_images: jax.Array, random_images: jax.Array,
     grads = _gradients(m, inputs, t, name, start)
     scores, random_scores, acc = (np.asarray(a) for a in
                                   _scores(concept, pool[draw], grads, jnp.float32(l2)))
-    if np.all(scores == scores[0]) and np.all(random_scores == random_scores[0]) and \
-            scores[0] == random_scores[0]:
-        p = 1.0
-    else:
-        with warnings.catch_warnings():  # scores of a clear concept are often all 1.0
-            warnings.simplefilter("ignore", RuntimeWarning)
-            p = float(stats.ttest_ind(scores, random_scores).pvalue)
-    p = 1.0 if np.isnan(p) else p
+    p = p_value(scores, random_scores, alternative)
     return TCAV(float(scores.mean()), scores, random_scores, p, p < alpha, acc)
