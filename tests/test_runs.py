@@ -124,7 +124,7 @@ def test_four_devices_equal_one(reference, tmp_path):
     four, one = arrays_of(tmp_path / "r"), arrays_of(reference[0])
     assert set(four) == {"logits", "prediction", "target", "score", "saliency", "smooth_grad",
                          "saliency.pointing", "saliency.mass", "smooth_grad.pointing",
-                         "smooth_grad.mass"}
+                         "smooth_grad.mass", "label", "computed"}
     assert_same_arrays(four, {k: one[k] for k in four})
 
 
@@ -202,6 +202,207 @@ def test_deletion_insertion_rank_random_below_saliency_and_grad_cam(default_mode
         assert auc[name][0] < auc["random"][0] and auc[name][1] > auc["random"][1], auc
 
 
+def tree(d):
+    """Every file under `d` with its bytes."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in Path(d).rglob("*") if p.is_file()}
+
+
+def small_folder(folder, d, n=3):
+    """The first `n` readable PNGs of `folder`, copied to `d` with their class folders (no
+    image generation: nothing to compile)."""
+    for f in sorted(folder.rglob("*.png"))[:n + 1]:
+        if f.name != "zz-broken.png" and n > 0:
+            (d / f.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, d / f.relative_to(folder))
+            n -= 1
+    return d
+
+
+def stop_after(count):
+    """A progress wrapper that raises KeyboardInterrupt (a Ctrl-C) once `count` items passed."""
+    def progress(it, total):
+        def gen():
+            for k, x in enumerate(it):
+                if k >= count(total):
+                    raise KeyboardInterrupt
+                yield x
+        return gen()
+    return progress
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory, default_model):
+    """shapes:20 in batches of 8 (as `reference`: no new compilation), interrupted by a Ctrl-C
+    after the first batch (today's main: after its first batch too): rows 8-19 never run."""
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    with pytest.raises(KeyboardInterrupt):
+        ji.attribute_dataset(default_model, "shapes:20", ["saliency", "grad_cam"], out,
+                             batch_size=8, metrics=("deletion",), key=3,
+                             progress=stop_after(lambda total: 1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def interrupted_report(interrupted):
+    """The report of `interrupted` (its first 12 rows: 8 computed, 4 not)."""
+    return ji.runs.report.write_report(interrupted, interrupted.parent / "report", limit=12)
+
+
+def test_force_refuses_user_files_before_touching_anything(default_model, tmp_path):
+    """#24.1: a user's file in the run, or in its report/, makes --force refuse, nothing changed
+    (today's main deleted arrays/, done/, run.json, report/ first); a clean --force replaces."""
+    out = tmp_path / "R"
+    ji.attribute_dataset(default_model, "shapes:8", ["saliency"], out, batch_size=8, metrics=())
+    (out / "notes.txt").write_text("mine")
+    before = tree(out)
+    with pytest.raises(FileExistsError, match="did not write.*notes.txt"):
+        ji.attribute_dataset(default_model, "shapes:8", ["grad_cam"], out, batch_size=8,
+                             metrics=(), force=True)
+    assert tree(out) == before and sorted(os.listdir(tmp_path)) == ["R"]
+    (out / "notes.txt").unlink()
+    ji.runs.report.write_report(out, limit=2)
+    (out / "report" / "analysis.md").write_text("mine")
+    before = tree(out)
+    for replace in (lambda: ji.attribute_dataset(default_model, "shapes:8", ["grad_cam"], out,
+                                                 batch_size=8, metrics=(), force=True),
+                    lambda: ji.runs.report.write_report(out, limit=2, force=True)):
+        with pytest.raises(FileExistsError, match="analysis.md"):
+            replace()
+        assert tree(out) == before and sorted(os.listdir(tmp_path)) == ["R"]
+    (out / "report" / "analysis.md").unlink()
+    ji.attribute_dataset(default_model, "shapes:8", ["grad_cam"], out, batch_size=8, metrics=(),
+                         force=True)
+    run = ji.open_run(out)
+    assert run.methods == ["grad_cam"] and run.complete and "report" not in os.listdir(out)
+    assert sorted(os.listdir(tmp_path)) == ["R"]  # no lock, no staging left
+
+
+def test_interrupted_run_reads_missing_rows_as_missing(interrupted, interrupted_report):
+    """#24.2: rows never computed read as -1 / NaN (today: prediction 0, "circle", AUC 0)."""
+    run = ji.open_run(interrupted)
+    done = sorted(mk["batch"] for mk in ji.runs.store.read_markers(interrupted))
+    assert not run.complete and done == [0]
+    computed = np.arange(20) < 8
+    np.testing.assert_array_equal(run.computed, computed)
+    assert run.num_missing == 12 and "12 of 20 images not computed" in repr(run)
+    assert (run.predictions[~computed] == -1).all() and (run.predictions[computed] >= 0).all()
+    assert np.isnan(run["score"][:][~computed]).all()
+    assert np.isnan(run["grad_cam.deletion_auc"][~computed]).all()
+    assert np.isnan(run["saliency"][11]).all() and not np.isnan(run["saliency"][0]).any()
+    assert np.isnan(run["logits"][5:10][3:]).all() and (run["target"][[0, 9]] == [
+        run.predictions[0], -1]).all()
+    assert (run.labels[~computed] == -1).all()
+    html = interrupted_report.read_text()
+    assert html.count('<tr data-search') == 12 and html.count('class="missing"') == 4
+    assert "The run is incomplete" in html and ">12</span> not computed" in html
+
+
+def test_out_inside_data_is_refused_and_outputs_are_not_data(folder, default_model, tmp_path):
+    """#24.3: --out inside --data is refused before anything is written; directories jaxinterp
+    wrote (runs, reports, their temporary names) are never read as images."""
+    d = small_folder(folder, tmp_path / "imgs")
+    names = ji.runs.open_source(str(d)).names
+    out = d / "circle" / "out"
+    with pytest.raises(ValueError, match="inside --data"):
+        ji.attribute_dataset(default_model, str(d), ["saliency"], out, batch_size=8, metrics=())
+    assert not out.exists() and not (d / "circle" / ".out.lock").exists()
+    for sub, marker in (("run", "run.json"), ("report", ".jaxinterp-report"),
+                        (".run.replacing", "x.png"), ("synth", "run.json")):
+        (d / "circle" / sub / "img").mkdir(parents=True)
+        ji.images.save_image(np.zeros((8, 8, 3)), d / "circle" / sub / "img" / "0.png")
+        (d / "circle" / sub / marker).write_text(
+            json.dumps({"synth": {"entries": []}, "run": {"format": "jaxinterp-run"}}.get(sub, {})))
+    assert ji.runs.open_source(str(d)).names == names
+    with pytest.raises(ValueError, match="jaxinterp wrote"):
+        ji.runs.open_source(str(d / "circle" / "run" / "img"))
+
+
+HOLD_LOCK = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("outputs", sys.argv[1])
+outputs = importlib.util.module_from_spec(spec); spec.loader.exec_module(outputs)
+outputs.DirLock(sys.argv[2]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_concurrent_run_is_refused_naming_the_holder_and_a_dead_lock_is_taken_over(
+        default_model, tmp_path):
+    """#24.4: a second run to a locked --out raises (CLI: exit 2) naming the holder's PID; the
+    lock of a SIGKILLed holder is taken over."""
+    out = tmp_path / "R"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK,
+                               str(ROOT / "jaxinterp" / "outputs.py"), str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ji.outputs.LockedError, match=f"process {holder.pid}"):
+            ji.attribute_dataset(default_model, "shapes:8", ["saliency"], out, batch_size=8,
+                                 metrics=())
+        assert not out.exists()
+        code, _, err = finish(cli("attribute", "--data", "shapes:8", "--method", "saliency",
+                                  "--batch", "8", "--metrics", "", "--out", str(out)))
+        assert code == 2 and f"process {holder.pid}" in err, err[-2000:]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / ".R.lock").exists()  # the dead holder's lock file is still there
+    s = ji.attribute_dataset(default_model, "shapes:8", ["saliency"], out, batch_size=8,
+                             metrics=())
+    assert s["complete"] and sorted(os.listdir(tmp_path)) == ["R"]
+
+
+def test_changed_input_is_recomputed_and_progress_counts_real_images(folder, default_model,
+                                                                     tmp_path):
+    """#24.4: a file replaced under the same name gets its batch recomputed (today: "run
+    complete", old results kept); a file only touched is not; the progress callback counts
+    images, not padded batch rows."""
+    d = small_folder(folder, tmp_path / "imgs", n=9)
+    out = tmp_path / "R"
+    seen = []
+
+    def progress(it, total):
+        seen.append(total)
+        return (seen.append(x) or x for x in it)
+
+    s = ji.attribute_dataset(default_model, str(d), ["saliency"], out, batch_size=8, metrics=(),
+                             progress=progress)
+    assert s["computed"] == 2 and seen == [9, *range(9)]  # 9 images, not 2 batches of 8
+    files = ji.open_run(out).files
+    changed, touched = d / files[0], d / files[8]
+    st = changed.stat()
+    other = [f for f in sorted(folder.rglob("*.png")) if f.name != "zz-broken.png"][9]
+    shutil.copy(other, changed)  # other content
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... with the same mtime
+    t = touched.stat().st_mtime_ns + 5 * 10**9
+    os.utime(touched, ns=(t, t))  # same content, other mtime
+    again = ji.attribute_dataset(default_model, str(d), ["saliency"], out, batch_size=8,
+                                 metrics=())
+    assert again["computed"] == 1 and again["skipped"] == 1 and again["complete"]
+    fresh = ji.attribute_dataset(default_model, str(d), ["saliency"], tmp_path / "fresh",
+                                 batch_size=8, metrics=())
+    assert fresh["complete"]
+    assert_same_arrays(arrays_of(out), arrays_of(tmp_path / "fresh"))
+
+
+def test_shapes_of_any_count_start_at_once(default_model, tmp_path):
+    """#24.4: shapes:100000000 generates nothing up front (today: every image, for its labels:
+    80 s, 2.3 GB); labels are computed and stored per batch."""
+    t = time.time()
+    source = ji.runs.open_source("shapes:100000000")
+    assert time.time() - t < 1 and len(source) == 10**8 and source.names[-1] == "shapes:99999999"
+    out = tmp_path / "R"
+    with pytest.raises(KeyboardInterrupt):  # after the first batch
+        ji.attribute_dataset(default_model, "shapes:100000000", ["saliency"], out, batch_size=8,
+                             metrics=(), progress=stop_after(lambda total: 1))
+    run = ji.open_run(out)
+    assert len(run) == 10**8 and not run.complete and run.num_missing == 10**8 - 8
+    b = ji.data.shapes(jax.random.key(0), 8)
+    np.testing.assert_array_equal(run["label"][:8], b.labels)
+    np.testing.assert_array_equal(run["prediction"][6:10], [*run["prediction"][6:8], -1, -1])
+
+
 def _chromium():
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     try:
@@ -215,7 +416,7 @@ def _chromium():
     return path
 
 
-def test_report_in_headless_chromium(reference, tmp_path):
+def test_report_in_headless_chromium(reference, interrupted, interrupted_report, tmp_path):
     executable = _chromium()
     from playwright.sync_api import sync_playwright
 
@@ -256,6 +457,29 @@ def test_report_in_headless_chromium(reference, tmp_path):
                                           "is => is.map(i => i.className)")
         assert shown and all("view-heat" in c for c in shown)
         page.screenshot(path=str(tmp_path / "report.png"))
+
+        # #24.2: an interrupted run: missing rows marked, means over computed rows only
+        run = ji.open_run(interrupted)
+        page.goto(interrupted_report.as_uri())
+        page.wait_for_load_state("load")
+        assert page.inner_text("#not-computed") == "12" and page.is_visible("#incomplete")
+        rows = page.eval_on_selector_all("#grid tbody tr", """rs => rs.map(r => ({
+            missing: r.classList.contains('missing'), grey: getComputedStyle(r.cells[0]).color,
+            cells: Array.from(r.cells).map(c => c.textContent.trim())}))""")
+        assert [r["missing"] for r in rows] == [False] * 8 + [True] * 4
+        for r in rows[8:]:
+            assert r["cells"][2] == "not computed" and r["cells"][3] == "—"
+            assert r["cells"][5:7] == ["not computed"] * 2 and r["grey"] == "rgb(153, 153, 153)"
+        images = page.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
+        assert len(images) == 12 + 8 * 3 * 2 and min(images) > 0
+        auc = np.asarray(run["grad_cam.deletion_auc"][:8], np.float64)
+        table = page.eval_on_selector_all(
+            "#metrics tbody tr", "rs => rs.map(r => Array.from(r.cells).map(c => c.textContent))")
+        shown_mean = dict((r[0], r[1]) for r in table)["grad_cam"]
+        assert shown_mean == f"{auc.mean():.3f}" != f"{auc.sum() / 20:.3f}"
+        counts = page.eval_on_selector_all("#classes tbody tr",
+                                           "rs => rs.map(r => +r.cells[1].textContent)")
+        assert sum(counts) == 8
         browser.close()
     assert not errors, errors
     assert (tmp_path / "report.png").stat().st_size > 10_000

@@ -85,7 +85,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True,
                    help="output directory (written whole at the end; see --force)")
     p.add_argument("--force", action="store_true",
-                   help="replace a previous jaxinterp output at --out (never other files)")
+                   help="replace a previous jaxinterp output at --out (refused, nothing "
+                   "changed, if it or its report/ holds files jaxinterp did not write)")
     p.add_argument("--batch", type=batch_size, default=16,
                    help="images loaded and attributed at a time (memory bound)")
     p.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps")

@@ -36,7 +36,7 @@ def cmd_attribute_dataset(args) -> int:
 
     def bar(it, total):
         return progress(it, total=total, desc=f"{who}attribute", unit="img",
-                        unit_scale=args.batch, smoothing=0.1, disable=total == 0)
+                        smoothing=0.1, disable=total == 0)
 
     summary = ji.attribute_dataset(
         m, args.data, methods, args.out, target=target, batch_size=args.batch,
@@ -66,6 +66,13 @@ def cmd_report(args) -> int:
                          f"{args.limit * args.thumb ** 2 * 3 / 2 ** 20:.0f} MB of thumbnails per "
                          f"method (at most {MAX_REPORT_PIXELS * 3 / 2 ** 20:.0f} MB); lower one")
     path = write_report(args.run, args.out, limit=args.limit, thumb=args.thumb, force=args.force)
+    from jaxinterp.runs import open_run
+
+    run = open_run(args.run)
+    if run.num_missing:
+        print(f"incomplete run: {run.num_missing} of {len(run)} images not computed "
+              "(shown greyed, left out of every mean); run the same attribute command again "
+              "to finish it", file=sys.stderr)
     print(f"wrote {path}")
     return 0
 

@@ -4,9 +4,9 @@ split over every local device, over several processes with `jax.distributed`, re
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxinterp import evaluation
+from jaxinterp import evaluation, outputs
 from jaxinterp.attribution import registry
 from jaxinterp.runs import store
-from jaxinterp.runs.source import Source, open_source, prefetch
+from jaxinterp.runs.source import Source, file_digest, file_state, open_source, prefetch
 
 DTYPES = ("float32", "float16")
 
@@ -79,7 +79,10 @@ def _arrays(m, methods, n, size, batch, dtype, metrics, masks) -> dict:
     h, w = size
     k = m.num_classes
     out = {"logits": ((n, k), (batch, k), "float32"), "prediction": ((n,), (batch,), "int32"),
-           "target": ((n,), (batch,), "int32"), "score": ((n,), (batch,), "float32")}
+           "target": ((n,), (batch,), "int32"), "score": ((n,), (batch,), "float32"),
+           "computed": ((n,), (batch,), "uint8")}
+    if masks:  # shapes: labels come with each batch
+        out["label"] = ((n,), (batch,), "int32")
     for name in methods:
         pixels = registry.get(name).output == "pixels"
         shape = (n, h, w, 3) if pixels else (n, h, w)
@@ -92,33 +95,38 @@ def _arrays(m, methods, n, size, batch, dtype, metrics, masks) -> dict:
     return out
 
 
-def _prepare_dir(run: Path, manifest: dict, arrays: dict, force: bool) -> None:
-    """Creates the run directory (process 0), or checks that an existing one is this run."""
-    if run.exists():
+def _inside(a: Path, b: Path) -> bool:
+    """Whether `a` is `b` or below it (resolved paths)."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or b in a.parents
+
+
+def _changed_batches(target: Path, root: str, batches) -> set[int]:
+    """Finished batches (among `batches`) whose input files changed since they were computed:
+    size or mtime differ and the SHA-256 too (a file only touched is re-recorded)."""
+    changed = set()
+    for b in batches:
+        marker = target / "done" / f"{b}.json"
         try:
-            old = store.read_manifest(run)
-        except (FileNotFoundError, ValueError, json.JSONDecodeError):
-            raise FileExistsError(f"{run} exists and is not a jaxinterp data-set run; refusing "
-                                  "to write into it") from None
-        if old.get("digest") == manifest["digest"]:
-            return  # resume
-        if not force:
-            raise FileExistsError(f"{run} holds another run (other files, model or settings); "
-                                  "pass another --out, or --force to replace it")
-        for entry in ("arrays", "done", "run.json", "report"):
-            p = run / entry
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-        left = [p.name for p in run.iterdir() if not p.name.startswith(".")]
-        if left:
-            raise FileExistsError(f"{run} also holds files jaxinterp did not write ({left[:5]}); "
-                                  "not replacing it")
-    (run / "done").mkdir(parents=True, exist_ok=True)
-    for name, (shape, chunk, dtype) in arrays.items():
-        store.create_array(run / "arrays" / name, shape, chunk, dtype)
-    store.atomic_write(store.manifest_path(run), json.dumps(manifest, indent=1))
+            record = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        inputs = record.get("inputs")
+        if not inputs:
+            continue  # a run of an earlier version: names only
+        touched = False
+        for name, (size, mtime, digest) in inputs.items():
+            path = os.path.join(root, name)
+            if file_state(path) == [size, mtime]:
+                continue
+            if file_digest(path) != digest:
+                changed.add(b)
+                break
+            inputs[name] = [*file_state(path), digest]
+            touched = True
+        if touched and b not in changed:
+            store.atomic_write(marker, json.dumps(record))
+    return changed
 
 
 def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency",), out: str |
@@ -134,7 +142,14 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
     batch is split over every local device (a data-parallel mesh); with several processes
     (`initialize_distributed`), process `p` of `P` takes batches `p, p + P, …` and writes its own
     chunks. Every batch has the same shape (the last is padded), so each method compiles once.
-    Running the same call again after a crash skips finished batches.
+    Running the same call again after a crash skips finished batches, except those whose input
+    files changed since (size or mtime differ and so does the SHA-256 recorded in the batch's
+    marker): they are recomputed.
+
+    The output directory is locked while the run writes (`.OUT.lock` beside it, holding the
+    PID; `outputs.DirLock`): a second run to the same `out` raises `outputs.LockedError` naming
+    the holder; a dead holder's lock is taken over. `out` may not be inside the data folder
+    (nor the data inside `out`), and folders jaxinterp wrote are never read as data.
 
     Args:
       m: the model (its `input_size` is the size images are resized to).
@@ -154,8 +169,14 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
         results do not depend on batching, devices or processes.
       seed: the `shapes` key.
       workers: image-decoding threads (folders).
-      force: replace a different earlier run in `out` (only a jaxinterp run directory).
-      progress: wraps the batch iterator, `progress(iterable, total=, unit=)` (tqdm-like).
+      force: replace a different earlier run in `out`: only a jaxinterp run directory holding
+        nothing jaxinterp did not write (its `report/` included), else refused before anything
+        changes. The new run is built beside it (`.OUT.replacing`, resumed by the same command)
+        and swapped in atomically once complete; until then `out` keeps the old run.
+      progress: `progress(iterable, total=)` (tqdm-like), called once with an iterable of
+        the images to compute (`total` of them, padding not counted); the run advances it by
+        each batch's real image count as batches finish. `close()` is called at the end if
+        it has one.
     Returns:
       A summary: images, batches computed / skipped, failed files, seconds, images/s, and
       `input_wait_s`, the time the compute waited for decoded images.
@@ -176,29 +197,36 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
     options = options or {}
     source = data if isinstance(data, Source) else open_source(str(data), seed=seed)
     target = _target_spec(target)
+    shapes = source.kind == "shapes"
     labels = model_labels(source, m)
-    if target == "label" and labels is None:
+    if target == "label" and labels is None and not shapes:
         raise ValueError("target='label' needs labels: class subfolders named as the model's "
                          f"classes (or their indices), or shapes:N; got folders "
                          f"{list(source.classes or [])[:5]}")
     if isinstance(target, int) and not 0 <= target < m.num_classes:
         raise ValueError(f"target {target} out of range: {m.arch} has {m.num_classes} classes")
+    run = Path(os.path.abspath(out))
+    if source.kind == "folder" and _inside(run, Path(source.root)):
+        raise ValueError(f"--out {run} is inside --data {source.root}: the run's files would be "
+                         "read as data by the next run; write it elsewhere")
+    if source.kind == "folder" and _inside(Path(source.root), run):
+        raise ValueError(f"--data {source.root} is inside --out {run}; write the run elsewhere")
     local = jax.local_devices()
     batch = -(-check_count(batch_size, "batch_size", 1) // len(local)) * len(local)
     n = len(source)
     num_batches = -(-n // batch)
     size = tuple(m.input_size)
-    masks = source.kind == "shapes"
-    arrays = _arrays(m, methods, n, size, batch, dtype, metrics, masks)
-    config = {"files": list(source.names), "methods": methods, "target": target,
+    arrays = _arrays(m, methods, n, size, batch, dtype, metrics, shapes)
+    files = {"shapes": n} if shapes else list(source.names)
+    config = {"files": files, "methods": methods, "target": target,
               "batch_size": batch, "dtype": dtype, "metrics": list(metrics),
               "metric_steps": metric_steps, "size": list(size), "seed": seed,
               "options": {k: {a: repr(b) for a, b in v.items()} for k, v in options.items()},
               "key": repr(np.asarray(jax.random.key_data(as_key(key))).tolist()),
               "model": {"arch": m.arch, "params": _params_digest(m)}}
     manifest = {"format": store.FORMAT, "version": store.VERSION, "digest": _digest(config),
-                "files": list(source.names),
-                "labels": None if labels is None else labels.tolist(),
+                "files": None if shapes else list(source.names), "count": n,
+                "labels": "array" if shapes else None if labels is None else labels.tolist(),
                 "folders": None if source.classes is None else list(source.classes),
                 "root": source.root, "kind": source.kind, "seed": seed, "methods": methods,
                 "target": target,
@@ -206,93 +234,122 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
                 "metrics": list(metrics), "metric_steps": metric_steps, "size": list(size),
                 "model": {"arch": m.arch, "classes": m.classes}, "processes": jax.process_count(),
                 "complete": False}
-    run = Path(os.path.abspath(out))
-    if jax.process_index() == 0:
-        _prepare_dir(run, manifest, arrays, force)
-    _barrier("jaxinterp-run-created")
-    if store.read_manifest(run)["digest"] != manifest["digest"]:
-        raise RuntimeError(f"processes disagree about the run in {run}: same command, data and "
-                           "model on every process?")
-    handles = {name: store.open_array(run / "arrays" / name) for name in arrays}
-    done = store.done_batches(run)
-    mine = [b for b in range(num_batches) if b % jax.process_count() == jax.process_index()]
-    todo = [b for b in mine if b not in done]
-    mesh = Mesh(np.array(local), ("batch",))
-    sharding = NamedSharding(mesh, PartitionSpec("batch"))
-    base_key = as_key(key)
-    index_batches = [np.arange(b * batch, min(n, (b + 1) * batch)) for b in todo]
-    failed: dict = {}
-    stream = prefetch(source, index_batches, size, workers=workers)
-    if progress is not None:
-        stream = progress(stream, total=len(todo))
-    waited, t_wait = 0.0, time.time()
-    for j, (idx, images, errors, mask) in enumerate(stream):
-        b = todo[j]
-        t_batch = time.time()
-        waited += t_batch - t_wait
-        valid = len(idx)
-        pad = batch - valid
-        x = _pad(images, pad)
-        xs = jax.device_put(jnp.asarray(x), sharding)
-        logits = np.asarray(_logits(m, xs))
-        pred = logits.argmax(-1).astype(np.int32)
-        if target == "predicted":
-            t = pred
-        elif target == "label":
-            t = _pad(labels[idx], pad)
-        else:
-            t = np.full(batch, target, np.int32)
-        t = np.asarray(t, np.int32)
-        ts = jax.device_put(t, sharding)
-        bad = np.isin(idx, list(errors))
-        score = logits[np.arange(batch), t]
-        score[:valid][bad] = np.nan
-        writes = {"logits": logits, "prediction": np.where(np.r_[bad, [False] * pad],
-                                                                        -1, pred),
-                  "target": t, "score": score}
-        all_idx = _pad(idx, pad)
-        keys = _keys(base_key, jax.device_put(all_idx.astype(np.int32), sharding))
-        for name in methods:
-            method = registry.get(name)
-            attr = method(m, xs, ts, key=keys, **options.get(name, {}))
-            a = np.array(attr, np.float32)
-            a[:valid][bad] = np.nan
-            writes[name] = a.astype(dtype)
-            if metrics:
-                curves = evaluation.deletion_insertion(m, xs, ts, attr, steps=metric_steps)
-                for metric in metrics:
-                    writes[f"{name}.{metric}_auc"] = np.where(
-                        np.r_[bad, [False] * pad], np.nan, curves[f"{metric}_auc"])
-            if masks:
-                mk = _pad(mask, pad)
-                writes[f"{name}.pointing"] = evaluation.pointing_game(a, mk).astype(np.float32)
-                writes[f"{name}.mass"] = evaluation.mass_inside(a, mk).astype(np.float32)
-        lo, hi = int(idx[0]), int(idx[0]) + valid
-        futures = [handles[name][lo:hi].write(np.asarray(v)[:valid]) for name, v in writes.items()]
-        names = {source.names[i]: errors[i] for i in errors}
-        failed.update(names)
-        # written (tensorstore compresses the chunks on its threads) and marked before the next
-        # batch computes: a crash loses at most the batch in flight
-        _finish(futures, run / "done" / f"{b}.json", {
-            "batch": b, "process": jax.process_index(), "images": valid, "failed": names,
-            "seconds": time.time() - t_batch})
-        t_wait = time.time()
-    _barrier("jaxinterp-run-finished")
-    finished = store.done_batches(run)
-    complete = len(finished) == num_batches
-    summary = {"images": n, "batches": num_batches, "computed": len(todo),
-               "skipped": len(mine) - len(todo), "failed": failed, "complete": complete,
-               "seconds": time.time() - t0, "input_wait_s": waited,
-               "process": jax.process_index(),
-               "processes": jax.process_count()}
-    summary["images_per_s"] = sum(len(i) for i in index_batches) / max(summary["seconds"], 1e-9)
-    if complete:  # every process reports every failure of the run
-        summary["failed"] = {k: v for mk in store.read_markers(run)
-                             for k, v in mk.get("failed", {}).items()}
-    if jax.process_index() == 0 and complete:
-        final = {**store.read_manifest(run), "complete": True, "failed": summary["failed"]}
-        store.atomic_write(store.manifest_path(run), json.dumps(final, indent=1))
-    return summary
+    lock = outputs.DirLock(run) if jax.process_index() == 0 else None
+    ticks = None
+    try:
+        if lock is not None:
+            lock.acquire()
+            outdir = store.prepare_dir(run, manifest, arrays, force)
+        _barrier("jaxinterp-run-created")
+        if lock is None:
+            outdir = store.locate(run, manifest["digest"])
+        P, me = jax.process_count(), jax.process_index()
+        mine = range(me, num_batches, P)
+        done = {b for b in store.done_batches(outdir) if b % P == me and b < num_batches}
+        if source.kind == "folder" and done:
+            for b in _changed_batches(outdir, source.root, sorted(done)):
+                (outdir / "done" / f"{b}.json").unlink(missing_ok=True)  # recomputed below
+                done.discard(b)
+
+        def rows(b: int) -> int:
+            return min(n, (b + 1) * batch) - b * batch
+
+        todo_batches = len(mine) - len(done)
+        todo_images = (len(mine) * batch - (batch - rows(num_batches - 1)
+                                            if (num_batches - 1) in mine else 0)
+                       - sum(rows(b) for b in done))
+        handles = {name: store.open_array(outdir / "arrays" / name) for name in arrays}
+        mesh = Mesh(np.array(local), ("batch",))
+        sharding = NamedSharding(mesh, PartitionSpec("batch"))
+        base_key = as_key(key)
+        index_batches = (np.arange(b * batch, min(n, (b + 1) * batch)) for b in mine
+                         if b not in done)
+        failed: dict = {}
+        stream = prefetch(source, index_batches, size, workers=workers)
+        if progress is not None:  # counts real images, not padded rows
+            ticks = progress(range(todo_images), total=todo_images)
+            tick = iter(ticks)
+        waited, t_wait = 0.0, time.time()
+        for idx, images, errors, mask, batch_labels, states in stream:
+            b = int(idx[0]) // batch
+            t_batch = time.time()
+            waited += t_batch - t_wait
+            valid = len(idx)
+            pad = batch - valid
+            x = _pad(images, pad)
+            xs = jax.device_put(jnp.asarray(x), sharding)
+            logits = np.asarray(_logits(m, xs))
+            pred = logits.argmax(-1).astype(np.int32)
+            if target == "predicted":
+                t = pred
+            elif target == "label":
+                t = _pad(batch_labels if shapes else labels[idx], pad)
+            else:
+                t = np.full(batch, target, np.int32)
+            t = np.asarray(t, np.int32)
+            ts = jax.device_put(t, sharding)
+            bad = np.isin(idx, list(errors))
+            score = logits[np.arange(batch), t]
+            score[:valid][bad] = np.nan
+            writes = {"logits": logits, "prediction": np.where(np.r_[bad, [False] * pad],
+                                                                            -1, pred),
+                      "target": t, "score": score}
+            if shapes:
+                writes["label"] = batch_labels
+            all_idx = _pad(idx, pad)
+            keys = _keys(base_key, jax.device_put(all_idx.astype(np.int32), sharding))
+            for name in methods:
+                method = registry.get(name)
+                attr = method(m, xs, ts, key=keys, **options.get(name, {}))
+                a = np.array(attr, np.float32)
+                a[:valid][bad] = np.nan
+                writes[name] = a.astype(dtype)
+                if metrics:
+                    curves = evaluation.deletion_insertion(m, xs, ts, attr, steps=metric_steps)
+                    for metric in metrics:
+                        writes[f"{name}.{metric}_auc"] = np.where(
+                            np.r_[bad, [False] * pad], np.nan, curves[f"{metric}_auc"])
+                if mask is not None:
+                    mk = _pad(mask, pad)
+                    writes[f"{name}.pointing"] = evaluation.pointing_game(a, mk).astype(
+                        np.float32)
+                    writes[f"{name}.mass"] = evaluation.mass_inside(a, mk).astype(np.float32)
+            lo, hi = int(idx[0]), int(idx[0]) + valid
+            futures = [handles[name][lo:hi].write(np.asarray(v)[:valid])
+                       for name, v in writes.items()]
+            names = {source.names[i]: errors[i] for i in errors}
+            failed.update(names)
+            record = {"batch": b, "process": jax.process_index(), "images": valid,
+                      "failed": names}
+            if states is not None:
+                record["inputs"] = {source.names[i]: st for i, st in zip(idx, states)}
+            # written (tensorstore compresses the chunks on its threads), then the rows are
+            # marked computed, then the batch: a crash loses at most the batch in flight
+            _finish(futures, handles["computed"][lo:hi], outdir / "done" / f"{b}.json",
+                    {**record, "seconds": time.time() - t_batch})
+            if ticks is not None:
+                for _ in itertools.islice(tick, valid):
+                    pass
+            t_wait = time.time()
+        _barrier("jaxinterp-run-finished")
+        finished = store.done_batches(outdir)
+        complete = len(finished) == num_batches
+        summary = {"images": n, "batches": num_batches, "computed": todo_batches,
+                   "skipped": len(mine) - todo_batches, "failed": failed,
+                   "complete": complete, "seconds": time.time() - t0, "input_wait_s": waited,
+                   "process": jax.process_index(), "processes": jax.process_count()}
+        summary["images_per_s"] = todo_images / max(summary["seconds"], 1e-9)
+        if complete:  # every process reports every failure of the run
+            summary["failed"] = {k: v for mk in store.read_markers(outdir)
+                                 for k, v in mk.get("failed", {}).items()}
+        if lock is not None and complete:
+            store.finish_run(outdir, run, {"failed": summary["failed"]})
+        return summary
+    finally:
+        if ticks is not None and hasattr(ticks, "close"):
+            ticks.close()
+        if lock is not None:
+            lock.release()
 
 
 def _pad(a: np.ndarray, pad: int) -> np.ndarray:
@@ -300,20 +357,20 @@ def _pad(a: np.ndarray, pad: int) -> np.ndarray:
     return np.concatenate([a, np.repeat(a[-1:], pad, 0)]) if pad else a
 
 
-def _finish(futures, marker: Path, record: dict) -> None:
-    """Waits for a batch's chunk writes, then writes its marker (atomically)."""
+def _finish(futures, computed, marker: Path, record: dict) -> None:
+    """Waits for a batch's chunk writes, marks its rows computed, then writes its marker
+    (atomically)."""
     for f in futures:
         f.result()
+    computed.write(np.ones(computed.shape, np.uint8)).result()
     store.atomic_write(marker, json.dumps(record))
 
 
 def model_labels(source: Source, m) -> np.ndarray | None:
     """The source's labels as the model's class indices: class folders named as the model's
     classes (or as indices); None when the names do not match (they are kept as `folders`)."""
-    if source.labels is None:
+    if source.labels is None:  # also shapes: labels come with each batch
         return None
-    if source.kind == "shapes":
-        return np.asarray(source.labels, np.int32)
     names = list(source.classes)
     if all(c in m.classes for c in names):
         index = [m.classes.index(c) for c in names]

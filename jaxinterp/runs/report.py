@@ -5,14 +5,13 @@ overlay views), per-method metric tables and per-class summaries."""
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from jaxinterp.outputs import current_umask, replace_dir
-from jaxinterp.runs.store import Run, open_run
+from jaxinterp.outputs import current_umask, foreign_files, remove_ours, replace_dir
+from jaxinterp.runs.store import REPORT_MARKER, Run, open_run, report_entry_is_ours
 
 VIEWS = ("overlay", "heat", "colored")
 
@@ -30,13 +29,16 @@ img[hidden] { display: none !important; }
 #grid td { padding: 2px; }
 .controls { margin: 0.5em 0; }
 .note { color: #666; font-size: 0.9em; }
+tr.missing td { color: #999; background: #f4f4f4; }
+td.not-computed { font-style: italic; text-align: center; }
 </style></head>
 <body>
 <h1>jaxinterp report</h1>
-<p>Run <code>{{ title }}</code>: {{ n }} images ({{ shown }} shown), model {{ arch }},
+<p id="summary">Run <code>{{ title }}</code>: {{ n }} images ({{ shown }} shown{% if not_computed %}, <span id="not-computed">{{ not_computed }}</span> not computed{% endif %}), model {{ arch }},
 methods {{ methods|join(", ") }}, target {{ target }}.{% if failed %} {{ failed }} files could not
-be read.{% endif %}{% if not complete %} <b>The run is incomplete</b> ({{ missing }} batches
-missing).{% endif %}</p>
+be read.{% endif %}{% if not complete %} <b id="incomplete">The run is incomplete</b>: {{ not_computed }}
+of {{ n }} images not computed ({{ missing }} batches missing); means, counts and accuracies
+below are over the {{ n - not_computed }} computed images only.{% endif %}</p>
 
 <h2>Methods</h2>
 <p class="note">Deletion AUC: lower is more faithful; insertion AUC: higher is more faithful
@@ -59,10 +61,10 @@ missing).{% endif %}</p>
 {% for mt in methods %}<th data-type="none">{{ mt }}</th>{% endfor %}
 {% for c in sort_cols %}<th data-type="num">{{ c }}</th>{% endfor %}
 </tr></thead><tbody>
-{% for r in rows %}<tr data-search="{{ r.search }}">
+{% for r in rows %}<tr data-search="{{ r.search }}"{% if r.missing %} class="missing"{% endif %}>
 <td class="name">{{ r.file }}</td><td>{{ r.label }}</td><td>{{ r.prediction }}</td><td>{{ r.score }}</td>
 <td><img src="{{ r.image }}" alt="{{ r.file }}"></td>
-{% for cell in r.methods %}<td>{% for v in views %}<img class="view view-{{ v }}" src="{{ cell[v] }}" alt="{{ v }}"{% if v != views[0] %} hidden{% endif %}>{% endfor %}</td>{% endfor %}
+{% for cell in r.methods %}{% if cell is none %}<td class="not-computed">not computed</td>{% else %}<td>{% for v in views %}<img class="view view-{{ v }}" src="{{ cell[v] }}" alt="{{ v }}"{% if v != views[0] %} hidden{% endif %}>{% endfor %}</td>{% endif %}{% endfor %}
 {% for v in r.sort_values %}<td>{{ v }}</td>{% endfor %}
 </tr>{% endfor %}
 </tbody></table>
@@ -122,9 +124,13 @@ def write_report(run: str | os.PathLike | Run, out: str | os.PathLike | None = N
 
     Args:
       run: the run directory (or an open `Run`).
-      out: the report directory (default `RUN/report`); written under a temporary name and
-        moved into place; an existing one is replaced only with `force` and only if it is a
-        jaxinterp report.
+      out: the report directory (default `RUN/report`); written under a temporary name beside
+        it and swapped into place; an existing one is replaced only with `force` and only if
+        it is a jaxinterp report holding nothing else (a user's file in it, e.g. `notes.md`,
+        makes `force` refuse before anything is written).
+
+    Rows of an incomplete run that were never computed are shown greyed, "not computed", and
+    left out of every mean, count and accuracy; the header says how many there are.
       limit: images shown in the grid (the first `limit` in run order); tables use all.
       thumb: displayed size of each picture in pixels.
       force: replace an existing report.
@@ -142,11 +148,17 @@ def write_report(run: str | os.PathLike | Run, out: str | os.PathLike | None = N
     if out.exists():
         if not force:
             raise FileExistsError(f"{out} exists; pass --force to replace it")
-        if not (out / ".jaxinterp-report").exists():
+        if not (out / REPORT_MARKER).exists():
             raise FileExistsError(f"{out} is not a jaxinterp report; refusing to replace it")
+        foreign = foreign_files(out, report_entry_is_ours)
+        if foreign:
+            raise FileExistsError(f"{out} holds files jaxinterp did not write "
+                                  f"({', '.join(foreign[:5])}); --force replaces only a report "
+                                  "as jaxinterp wrote it: move them out (nothing was changed)")
     n, classes = len(run), run.classes
     shown = min(limit, n)
-    pred = run.predictions
+    pred = run.predictions  # -1: unreadable file or never computed
+    computed = run.computed
     labels = run.labels
     names = run.arrays
     metric_names = [c for c in ("deletion_auc", "insertion_auc", "pointing", "mass")
@@ -170,7 +182,8 @@ def write_report(run: str | os.PathLike | Run, out: str | os.PathLike | None = N
                "cells": [_fmt(np.nanmean(metrics[mt, c][sel])) for mt in run.methods
                           for c in metric_names[:2] if (mt, c) in metrics]}
         class_rows.append(row)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
         (tmp / "img").mkdir()
         size = tuple(man["size"])
@@ -196,16 +209,19 @@ def write_report(run: str | os.PathLike | Run, out: str | os.PathLike | None = N
                     image = np.zeros((*size, 3), np.float32)
             save_image(image, tmp / "img" / f"{i}.png")
             cells = []
-            for mt in run.methods:
+            for mt in run.methods if computed[i] else ():
                 a = np.nan_to_num(attrs[mt][i])
                 cell = {}
                 for view, pic in _pictures(image, a).items():
                     save_image(pic, tmp / "img" / f"{i}_{mt}_{view}.png")
                     cell[view] = f"img/{i}_{mt}_{view}.png"
                 cells.append(cell)
-            label = "" if labels is None else (group_names[labels[i]])
-            p = "unreadable" if pred[i] < 0 else classes[pred[i]]
-            rows.append({"file": f, "label": label, "prediction": p,
+            if not computed[i]:
+                cells = [None] * len(run.methods)
+            label = "" if labels is None or labels[i] < 0 else group_names[labels[i]]
+            p = ("not computed" if not computed[i] else "unreadable" if pred[i] < 0
+                 else classes[pred[i]])
+            rows.append({"file": f, "label": label, "prediction": p, "missing": not computed[i],
                          "score": _fmt(float(score[i])), "image": f"img/{i}.png",
                          "methods": cells,
                          "sort_values": [_fmt(metrics[mt, c][i]) if (mt, c) in metrics else "—"
@@ -214,14 +230,17 @@ def write_report(run: str | os.PathLike | Run, out: str | os.PathLike | None = N
         html = jinja2.Environment(autoescape=True).from_string(TEMPLATE).render(
             title=str(run.path), n=n, shown=shown, arch=man["model"]["arch"],
             methods=run.methods, target=man["target"], failed=len(run.failed),
-            complete=run.complete, missing=len(run.missing_batches), metric_cols=metric_names,
+            complete=run.complete, missing=len(run.missing_batches),
+            not_computed=run.num_missing, metric_cols=metric_names,
             metric_rows=metric_rows, has_labels=labels is not None, class_cols=class_cols,
             class_rows=class_rows, views=VIEWS, rows=rows, sort_cols=sort_cols, thumb=thumb)
         (tmp / "index.html").write_text(html)
-        (tmp / ".jaxinterp-report").write_text("written by jaxinterp report\n")
+        (tmp / REPORT_MARKER).write_text("written by jaxinterp report\n")
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, ours=report_entry_is_ours)
+        tmp = None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None and tmp.exists():  # our partial report (or, if the swap happened,
+            remove_ours(tmp, report_entry_is_ours)  # the old one): never a foreign file
         raise
     return out / "index.html"
