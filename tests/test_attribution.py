@@ -141,7 +141,12 @@ def test_chunked_equals_unchunked(mini, data, results, name):
     f, _ = METHODS[name]
     x, y = data
     chunked = np.asarray(f(mini, x, y, batch_size=3))  # 4 samples / 6 steps / 16 windows in 3s
-    np.testing.assert_allclose(chunked, results[name], rtol=1e-5, atol=1e-6 * np.abs(chunked).max())
+    atol = 1e-6 * np.abs(chunked).max()
+    if name == "occlusion":  # s(x) − s(occluded): float32 rounding of the scores, ~eps·|s|,
+        # cancels into the small differences (seen: 5e-9 on 2e-4 when the batch shape changes)
+        scores = np.abs(np.asarray(mini(x)[0])[np.arange(len(y)), np.asarray(y)]).max()
+        atol = max(atol, 16 * np.finfo(np.float32).eps * scores)
+    np.testing.assert_allclose(chunked, results[name], rtol=1e-5, atol=atol)
 
 
 @pytest.mark.parametrize("name", METHODS)

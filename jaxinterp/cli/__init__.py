@@ -65,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     show_warning, warnings.showwarning = warnings.showwarning, one_line_warning
+    interrupted = False
     try:
-        code = args.func(args)
+        code = args.func(args) or 0
     except (Interrupted, KeyboardInterrupt):
-        code = None
+        code, interrupted = 130, True
     except Exception as e:  # noqa: BLE001 — one handler: a one-line message, the trace on --debug
         if args.debug:
             traceback.print_exc()
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = show_warning
         for s, handler in previous.items():
             signal.signal(s, handler)
-    if code is None or _interrupt.received is not None:  # even if a library swallowed it
+    if interrupted or _interrupt.received is not None:  # even if a library swallowed it
         print("jaxinterp: interrupted; nothing half-written was left in place", file=sys.stderr)
         return 130
     return code

@@ -80,6 +80,7 @@ def cmd_activations(args) -> int:
     maps = (maps - lo) / np.where(hi > lo, hi - lo, 1)
     _save_new(save_image, viz.grid(maps, pad=1), args.out, args.force)
     print(f"wrote {len(maps)} feature maps of {args.layer} to {args.out}")
+    return 0
 
 
 def _shapes_stream(args, m, seed=None, start=0):
