@@ -34,6 +34,7 @@ def assert_in_budget(adv, x, eps, norm):
 
 # --- the must-shows on the shipped model ------------------------------------------------------
 
+@pytest.mark.slow
 def test_pgd_linf_fools_held_out_images(default_model, held_out):
     x, y = held_out
     assert (predict(default_model, x) == y).mean() > 0.95
@@ -54,6 +55,7 @@ def test_targeted_pgd_reaches_the_target(default_model, held_out):
 
 @pytest.mark.parametrize("norm,eps", [("linf", [0.0, 2 / 255, 4 / 255, 8 / 255]),
                                       ("l2", [0.0, 0.25, 0.5, 1.0])])
+@pytest.mark.slow
 def test_fgsm_succeeds_no_more_than_pgd_at_each_eps(default_model, held_out, norm, eps):
     x, y = held_out[0][:64], held_out[1][:64]
     f = ji.robustness(default_model, x, y, eps, attack="fgsm", norm=norm, return_images=True)
@@ -86,6 +88,7 @@ def test_pgd_stays_in_budget_with_random_starts_and_restarts(default_model, held
                                       restarts=3, key=2)).max()) > 0
 
 
+@pytest.mark.slow
 def test_restarts_keep_the_best_per_example(default_model, held_out):
     x, y = held_out[0][:64], held_out[1][:64]  # 64 images: success 0.22 (1 start), 0.30 (8)
     one = ji.robustness(default_model, x, y, [3 / 255], steps=3, key=3).success_rate[0]

@@ -188,6 +188,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_sharded_equals_unsharded():
     r = run_on_devices(SHARDED)
     assert r.returncode == 0, r.stderr[-3000:]

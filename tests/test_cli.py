@@ -276,6 +276,7 @@ def test_unexpected_failures_are_one_line_and_debug_shows_the_traceback(tmp_path
 MEMORY_BOUND_MB = 1000  # measured: 659 MB for 30 images, 727 MB for 300 (README)
 
 
+@pytest.mark.slow
 def test_attribute_on_300_images_stays_within_a_memory_bound(tmp_path):
     """300 images through the CLI in batches: peak RSS (the child's, via getrusage) stays under
     MEMORY_BOUND_MB, whatever the number of images (README: the CLI's memory bound)."""
@@ -295,6 +296,7 @@ def test_attribute_on_300_images_stays_within_a_memory_bound(tmp_path):
 
 # --- dream, invert, attack --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_dream_writes_each_image_and_an_overview(tmp_path):
     out = tmp_path / "dreams"
     r = jaxinterp("dream", "--samples", "2", "--octaves", "2", "--steps", "3", "--out", str(out))
@@ -315,6 +317,7 @@ def test_dream_writes_each_image_and_an_overview(tmp_path):
     assert r.returncode == 2 and "unknown layer 'conv9'" in r.stderr
 
 
+@pytest.mark.slow
 def test_invert_figure_and_quality_falling_with_depth(tmp_path):
     out = tmp_path / "inv.png"
     r = jaxinterp("invert", "--samples", "1", "--steps", "60", "--layers", "relu1_1,pool2",
@@ -328,6 +331,7 @@ def test_invert_figure_and_quality_falling_with_depth(tmp_path):
     assert r.returncode == 2 and "--force" in r.stderr
 
 
+@pytest.mark.slow
 def test_attack_table_pictures_and_errors(tmp_path):
     out = tmp_path / "att"
     r = jaxinterp("attack", "--samples", "4", "--eps", "0,8/255", "--steps", "5", "--out", str(out))
@@ -348,6 +352,7 @@ def test_attack_table_pictures_and_errors(tmp_path):
         assert r.returncode == 2 and msg in r.stderr, (bad, r.stderr)
 
 
+@pytest.mark.slow
 def test_texture_and_style_commands(tmp_path):
     from jaxinterp.images import save_image
 
@@ -385,6 +390,7 @@ def test_texture_and_style_commands(tmp_path):
     assert r.returncode == 2 and "unknown layer 'conv9'" in r.stderr
 
 
+@pytest.mark.slow
 def test_concept_commands(tmp_path):
     r = jaxinterp("dissect", "--samples", "128", "--layers", "relu1_1,relu4_2", "--show", "2",
                   "--out", str(tmp_path / "dis"))

@@ -152,6 +152,7 @@ def test_pca_map_equals_numpy_and_tsne_is_seeded(default_model, unseen):
     assert (labels[d2.argmin(1)] == labels).mean() > 0.9
 
 
+@pytest.mark.slow
 def test_tcav_shape_concept_is_significant_colour_and_random_are_not(default_model):
     d = ji.data.shapes(jax.random.key(TEST_SEED), 1300, start=70_000)
     x, lab, col = d.images, np.asarray(d.labels), np.asarray(d.colors)

@@ -34,6 +34,7 @@ def test_plan_boxes_grow_by_conv_and_halve_by_pool():
 @pytest.mark.parametrize("size, window, at", [
     ((64, 64), (16, 16), (48, 0)), ((64, 64), (7, 5), (31, 59)), ((62, 58), (9, 4), (53, 20)),
 ])
+@pytest.mark.slow
 def test_perturbed_forward_equals_full_pass_at_every_layer(mini, size, window, at):
     x = jax.random.uniform(jax.random.key(4), (2, *size, 3))
     crop = jax.random.uniform(jax.random.key(5), (2, *window, 3))
@@ -54,6 +55,7 @@ def test_perturbed_forward_equals_full_pass_at_every_layer(mini, size, window, a
     ("mini", 64, (12, 12), (6, 6), "image", ji.targets.unit("conv2_1", 3)),
     ("small_vgg", 50, (8, 8), (6, 6), 0.2, ji.targets.unit("fc7", 1)),
 ])
+@pytest.mark.slow
 def test_incremental_occlusion_equals_full(request, model, size, window, stride, baseline, target):
     m = request.getfixturevalue(model)
     x = jax.random.uniform(jax.random.key(6), (2, size, size, 3))

@@ -170,6 +170,7 @@ def test_checkpoint_with_wrong_shapes_is_rejected(mini, tmp_path):
         ji.load_model(str(path))
 
 
+@pytest.mark.slow
 def test_vgg16_random_init_is_deterministic():
     a = model_lib.init_model("vgg11", jax.random.key(0), num_classes=10)
     b = model_lib.init_model("vgg11", jax.random.key(0), num_classes=10)

@@ -44,6 +44,7 @@ def test_snapshots_are_taken_at_the_thresholds(default_model, class_vis):
 
 @pytest.mark.parametrize("layer,channels", [("relu2_2", (3, 17)), ("relu3_2", (5, 40)),
                                             ("relu4_2", (9, 100))])
+@pytest.mark.slow
 def test_channel_visualization_beats_a_thousand_shapes_images(default_model, layer, channels):
     m = default_model
     objs = [O.channel(layer, c) for c in channels]
@@ -284,6 +285,7 @@ def test_render_compiles_once_for_any_unit_and_learning_rate(mini):
     assert render._render_jit._cache_size() == before
 
 
+@pytest.mark.slow
 def test_units_in_one_call_equal_separate_calls_and_chunks(mini):
     kw = {"size": 32, "steps": 6, "transforms": "jitter", "batch": 2}
     objs = [O.channel("relu3_2", c) for c in (1, 2, 3)]
@@ -297,6 +299,7 @@ def test_units_in_one_call_equal_separate_calls_and_chunks(mini):
         np.testing.assert_allclose(together.scores[k], alone.scores, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_negative_objective_drives_the_unit_down(default_model):
     e9 = np.eye(128)[9]  # direction along one channel = that channel's mean; one compilation
     objs = [O.direction("relu4_2", e9), O.direction("relu4_2", -e9)]
@@ -307,6 +310,7 @@ def test_negative_objective_drives_the_unit_down(default_model):
                                -np.array([up, down]), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_diversity_makes_the_batch_differ(default_model):
     kw = {"size": 48, "steps": 32, "batch": 3, "key": jax.random.key(2), "transforms": "jitter"}
     obj = O.channel("relu4_2", 9)

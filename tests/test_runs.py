@@ -118,6 +118,7 @@ ji.attribute_dataset(ji.load_model(), "shapes:20", ["saliency", "smooth_grad"], 
 """
 
 
+@pytest.mark.slow
 def test_four_devices_equal_one(reference, tmp_path):
     p = run_on_devices(SHARDED.format(options=OPTIONS), str(tmp_path / "r"))
     assert p.returncode == 0, p.stderr[-3000:]
@@ -134,6 +135,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(folder, default_model, tmp_path):
     one = tmp_path / "one"
     args = ["attribute", "--data", str(folder), "--method", "saliency,grad_cam", "--batch", "4",

@@ -137,6 +137,7 @@ def test_texture_lowers_the_style_loss_a_hundredfold(default_model, shapes_image
     assert float(r.images.min()) >= 0 and float(r.images.max()) <= 1
 
 
+@pytest.mark.slow
 def test_lbfgs_reaches_a_loss_in_fewer_iterations_than_adam(default_model, shapes_images):
     style = shapes_images[1:2]
     lb = np.asarray(ji.texture(default_model, style, steps=40).losses[:, 0])
@@ -146,6 +147,7 @@ def test_lbfgs_reaches_a_loss_in_fewer_iterations_than_adam(default_model, shape
     assert (lb <= goal).any() and np.argmax(lb <= goal) + 1 <= 40 // 2, (lb[::5], ad[::5])
 
 
+@pytest.mark.slow
 def test_a_batch_of_pairs_equals_the_pairs_one_by_one(default_model, shapes_images):
     # Adam: each step is a continuous function of the last, so a batch and single images agree
     # to rounding. (L-BFGS's line search makes discrete choices that rounding differences
@@ -163,6 +165,7 @@ def test_a_batch_of_pairs_equals_the_pairs_one_by_one(default_model, shapes_imag
     np.testing.assert_allclose(lbfgs.losses[-1, 1], one.losses[-1, 0], rtol=2e-2)
 
 
+@pytest.mark.slow
 def test_style_images_of_another_size_and_one_style_for_all(default_model, shapes_images):
     big = ji.data.shapes(jax.random.key(TEST_SEED), 1, start=3100, size=96).images
     r = ji.style_transfer(default_model, shapes_images[:2], big[0], steps=5)
@@ -170,6 +173,7 @@ def test_style_images_of_another_size_and_one_style_for_all(default_model, shape
     assert np.all(np.asarray(r.losses[-1] < r.losses[0]))
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_with_the_uninterrupted_result(default_model, shapes_images, tmp_path):
     style = shapes_images[:1]
     kw = dict(steps=12, checkpoint_every=4, key=3)
