@@ -43,6 +43,7 @@ def test_pgd_linf_fools_held_out_images(default_model, held_out):
     assert (predict(default_model, adv) != y).mean() >= 0.95
 
 
+@pytest.mark.slow
 def test_targeted_pgd_reaches_the_target(default_model, held_out):
     # a random wrong class per image needs a larger budget than "any wrong class": at 8/255 it
     # reaches 80-87 % (20-100 steps, README table); at 16/255, 94 %
@@ -96,6 +97,7 @@ def test_restarts_keep_the_best_per_example(default_model, held_out):
     assert 0 < one < many  # 8 random starts find more adversarial examples than 1
 
 
+@pytest.mark.slow
 def test_examples_stop_changing_once_they_succeed(default_model, held_out):
     x, y = held_out[0][:64], held_out[1][:64]
     kw = dict(eps=EPS, random_start=False)

@@ -75,6 +75,7 @@ def test_integrated_gradients_completeness_smooth_network(default_model):
     assert np.all(_completeness(smooth, b.images, b.labels, 64) <= 0.01)
 
 
+@pytest.mark.slow
 def test_integrated_gradients_completeness_trained_relu_network(default_model):
     # ReLU and max-pool kinks along the path limit any quadrature: measured |delta| / |gap| up
     # to 2.8 % at 64 Gauss-Legendre steps on these images, 0.26 % at 256.

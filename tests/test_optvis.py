@@ -21,6 +21,7 @@ def class_vis(default_model):
 
 # --- the seed's evaluation and the must-shows -------------------------------------------------
 
+@pytest.mark.slow
 def test_class_visualizations_are_classified_as_their_class(default_model, class_vis):
     probs = jax.nn.softmax(default_model(class_vis.images[:, 0])[0])
     own = np.diag(np.asarray(probs))

@@ -160,6 +160,7 @@ def test_two_processes_equal_one(folder, default_model, tmp_path):
     assert list(run.failed) == ["star/zz-broken.png"]
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume(folder, tmp_path):
     out = tmp_path / "run"
     args = ["attribute", "--data", str(folder), "--method", "saliency,smooth_grad",

@@ -128,6 +128,7 @@ def test_default_layers_are_gatys_rectified_ones(default_model):
 
 @pytest.mark.parametrize("source,optimizer", [("shapes", "lbfgs"), ("photo", "lbfgs"),
                                               ("shapes", "lbfgs-fixed")])
+@pytest.mark.slow
 def test_texture_lowers_the_style_loss_a_hundredfold(default_model, shapes_images, source,
                                                      optimizer):
     style = shapes_images[:1] if source == "shapes" else photo_like(jax.random.key(2))

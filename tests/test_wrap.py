@@ -212,6 +212,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_sharded_equals_unsharded():
     r = run_on_devices(SHARDED)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -220,6 +221,7 @@ def test_sharded_equals_unsharded():
     assert all(err < 1e-5 for err in out.values()), out
 
 
+@pytest.mark.slow
 def test_readme_examples_run():
     """The README's "Your own model" code, as written."""
     text = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
