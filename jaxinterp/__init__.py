@@ -1,13 +1,13 @@
 """jaxinterp: neural-network interpretability for JAX and Flax."""
 
 from jaxinterp import (adversarial, attribution, checks, concepts, data, evaluation, images, optvis,
-                       rules, synthesis, targets, viz)
+                       relevance, rules, synthesis, targets, viz)
 from jaxinterp.concepts import dissect, embed_2d, nearest_neighbors, tcav, top_activating
 from jaxinterp.adversarial import fgsm, pgd, robustness
 from jaxinterp._xla import compiler_options
-from jaxinterp.attribution import (cam, deconvnet, grad_cam, guided_backprop, guided_grad_cam,
-                                   input_x_gradient, integrated_gradients, occlusion, saliency,
-                                   smooth_grad)
+from jaxinterp.attribution import (cam, deconvnet, deeplift, deeplift_shap, grad_cam,
+                                   guided_backprop, guided_grad_cam, input_x_gradient,
+                                   integrated_gradients, lrp, occlusion, saliency, smooth_grad)
 from jaxinterp.optvis import Yosinski, objectives, optimize, visualize, visualize_units
 from jaxinterp.synthesis import deepdream, gram, invert, style_transfer, texture
 from jaxinterp.checks import check_images
@@ -43,6 +43,10 @@ __all__ = [
     "cam",
     "compiler_options",
     "deconvnet",
+    "deeplift",
+    "deeplift_shap",
+    "lrp",
+    "relevance",
     "evaluation",
     "grad_cam",
     "guided_backprop",

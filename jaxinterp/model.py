@@ -259,9 +259,11 @@ class Model:
         return Model(self.module.clone(conv=conv), self.variables, self.meta)
 
     def with_pool(self, pool: str) -> "Model":
-        """The same weights with "max" or "avg" pooling (Gatys et al. use average pooling)."""
-        if pool not in ("max", "avg"):
-            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        """The same weights with "max" or "avg" pooling (Gatys et al. use average pooling);
+        "max_window" is max pooling as one `reduce_window_max` (what relevance rules recognise;
+        same values, its gradient XLA:CPU runs slower)."""
+        if pool not in ("max", "max_window", "avg"):
+            raise ValueError(f"pool must be 'max', 'max_window' or 'avg', got {pool!r}")
         config = {**dict(self.meta.config), "pool": pool}
         meta = dataclasses.replace(self.meta, config=tuple(sorted(config.items())))
         return Model(self.module.clone(pool=pool), self.variables, meta)

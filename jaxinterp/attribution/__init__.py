@@ -6,8 +6,9 @@ from jaxinterp.attribution.core import default_layer, rule_gradient
 from jaxinterp.attribution.gradients import deconvnet, guided_backprop, input_x_gradient, saliency
 from jaxinterp.attribution.noise import smooth_grad
 from jaxinterp.attribution.perturbation import integrated_gradients, occlusion
+from jaxinterp.attribution.relevance import deeplift, deeplift_shap, lrp
 from jaxinterp.attribution.registry import METHODS, Method
 
-__all__ = ["METHODS", "Method", "cam", "deconvnet", "default_layer", "grad_cam",
-           "guided_backprop", "guided_grad_cam", "input_x_gradient", "integrated_gradients",
+__all__ = ["METHODS", "Method", "cam", "deconvnet", "deeplift", "deeplift_shap", "default_layer", "grad_cam",
+           "guided_backprop", "guided_grad_cam", "input_x_gradient", "integrated_gradients", "lrp",
            "occlusion", "registry", "rule_gradient", "saliency", "smooth_grad"]

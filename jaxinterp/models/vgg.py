@@ -230,10 +230,12 @@ class VGG(nn.Module):
             elif s.kind == "pool":
                 if self.pool == "max":
                     x = max_pool_2x2(x)
+                elif self.pool == "max_window":  # one reduce_window_max: relevance rules see it
+                    x = nn.max_pool(x, (2, 2), (2, 2))
                 elif self.pool == "avg":
                     x = nn.avg_pool(x, (2, 2), (2, 2))
                 else:
-                    raise ValueError(f"pool must be 'max' or 'avg', got {self.pool!r}")
+                    raise ValueError(f"pool must be 'max', 'max_window' or 'avg', got {self.pool!r}")
             elif s.kind == "avgpool":
                 x = adaptive_avg_pool(x, (7, 7))
             elif s.kind == "gap":
