@@ -98,3 +98,17 @@ def seeded_resnet(arch, seed, num_classes=10):
             nn.init.normal_(mod.bias, 0, 0.1)
     return net.eval()
 
+
+
+def identity_before_maxpool(net):
+    """A copy of a `TorchResNet` (same weights) with an identity module that returns a new tensor
+    (`torch_vgg.Copy`) between the stem's ReLU and MaxPool (`maxpool` becomes
+    `Sequential(Copy, MaxPool2d)`): Captum's DeepLift hooks lose the MaxPool rule when a ReLU
+    module's output tensor is a MaxPool module's input (see `torch_vgg.identity_before_maxpool`)."""
+    import copy
+
+    from torch_vgg import Copy
+
+    twin = copy.deepcopy(net)
+    twin.maxpool = nn.Sequential(Copy(), twin.maxpool)
+    return twin.eval()

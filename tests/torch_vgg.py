@@ -102,3 +102,43 @@ def make_pair(arch, tmp_path_factory, **kw):
     jm = ji.import_weights(f, arch=arch)
     tm = Normalized(net, jm.preprocess.mean, jm.preprocess.std).eval()
     return jm, tm, net
+
+
+def export_pair(net, arch, tmp_path_factory):
+    """Like `make_pair`, for a given torch VGG (e.g. one with edited weights): exports its weights
+    through .safetensors into jaxinterp; returns (jm, tm, net)."""
+    from safetensors import torch as safetensors_torch
+
+    f = tmp_path_factory.mktemp(arch) / "w.safetensors"
+    safetensors_torch.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(f))
+    jm = ji.import_weights(f, arch=arch)
+    tm = Normalized(net, jm.preprocess.mean, jm.preprocess.std).eval()
+    return jm, tm, net
+
+
+class Copy(nn.Module):
+    """`x.clone()`: the same function as `nn.Identity`, but a new tensor (`nn.Identity` returns
+    its input tensor itself, which leaves Captum's DeepLift hooks as they were; see
+    `identity_before_maxpool`)."""
+
+    def forward(self, x):
+        return x.clone()
+
+
+def identity_before_maxpool(net):
+    """A copy of a `TorchVGG` (same weights) with an identity module (`Copy`) before every
+    MaxPool in `features`, for Captum's DeepLift. Captum hooks each nonlinearity's input and
+    output *tensors*; when a ReLU module's output tensor is a MaxPool module's input, the ReLU's
+    hook records the plain (pre-rule) gradient, so the MaxPool rule is lost. A module that
+    returns a new tensor in between restores it (a plain `nn.Identity` does not: it returns the
+    same tensor). Only the `features.N` numbering changes."""
+    import copy
+
+    twin = copy.deepcopy(net)
+    layers = []
+    for layer in twin.features:
+        if isinstance(layer, nn.MaxPool2d):
+            layers.append(Copy())
+        layers.append(layer)
+    twin.features = nn.Sequential(*layers)
+    return twin.eval()

@@ -10,6 +10,7 @@ from jaxinterp.attribution.cam import cam, grad_cam, guided_grad_cam
 from jaxinterp.attribution.gradients import deconvnet, guided_backprop, input_x_gradient, saliency
 from jaxinterp.attribution.noise import smooth_grad
 from jaxinterp.attribution.perturbation import integrated_gradients, occlusion
+from jaxinterp.attribution.relevance import deeplift, lrp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            defaults={"steps": 50}, summary="integrated gradients (Gauss-Legendre)"),
     Method("occlusion", occlusion, "map", chunked=True, work="window",
            summary="occlusion sensitivity (Captum's definition, incremental)"),
+    Method("deeplift", deeplift, "pixels",
+           summary="DeepLIFT Rescale from a black baseline (Captum's rules, any model)"),
+    Method("lrp", lrp, "pixels",
+           summary="LRP, zennit's epsilon_plus_flat composite (any model)"),
 )}
 
 
