@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from .common import (COMPARE_ROWS, _batches, _entry, _number, _padded, _run_dir_command, _targets,
                      _total, add_inputs, batch_size, check_images_memory, method_list,
                      nonnegative_int, positive_int, progress)
@@ -32,7 +34,9 @@ def cmd_attribute(args) -> int:
             if method.supports(m):
                 raise ValueError(f"--method {method.supports(m)}")
         options = {"smooth_grad": {"samples": args.samples_sg},
-                   "integrated_gradients": {"steps": args.steps}}
+                   "integrated_gradients": {"steps": args.steps},
+                   "deeplift": {"baseline": args.baseline},
+                   "lrp": {"composite": args.composite}}
         compare, written, chunks = [], [], -(-_total(args) // args.batch)
         check_images_memory(m, f"attribute with --batch {min(args.batch, _total(args))}",
                             min(args.batch, _total(args)), m.input_size)
@@ -70,8 +74,20 @@ def cmd_attribute(args) -> int:
     return _run_dir_command(args, "attribute", body)
 
 
+def unit_float(s: str) -> float:
+    """A number in [0, 1] (argparse type)."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {s!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {s}")
+    return v
+
+
 def register(sub) -> None:
     from jaxinterp.attribution.registry import METHODS
+    from jaxinterp.relevance.lrp import COMPOSITES
 
     p = sub.add_parser("attribute", help="attribution pictures and figures (seed layout)")
     p.add_argument("images", nargs="*", help="image files (default: shapes samples)")
@@ -91,6 +107,10 @@ def register(sub) -> None:
                    help="images loaded and attributed at a time (memory bound)")
     p.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps")
     p.add_argument("--samples-sg", type=positive_int, default=50, help="SmoothGrad samples")
+    p.add_argument("--composite", default="epsilon_plus_flat", choices=COMPOSITES,
+                   help="LRP composite (zennit's names and defaults)")
+    p.add_argument("--baseline", type=unit_float, default=0.0,
+                   help="DeepLIFT baseline: one grey level in [0, 1] (0 = black)")
     p.add_argument("--batch-size", type=batch_size, default=16,
                    help="samples / steps / windows evaluated at a time (memory bound)")
     p.add_argument("--no-figures", dest="figures", action="store_false",

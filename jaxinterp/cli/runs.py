@@ -29,7 +29,9 @@ def cmd_attribute_dataset(args) -> int:
         target = int(_targets(args.target, m, np.zeros((1, m.num_classes)))[0])
     options = {"smooth_grad": {"samples": args.samples_sg, "batch_size": args.batch_size},
                "integrated_gradients": {"steps": args.steps, "batch_size": args.batch_size},
-               "occlusion": {"batch_size": args.batch_size}}
+               "occlusion": {"batch_size": args.batch_size},
+               "deeplift": {"baseline": args.baseline},
+               "lrp": {"composite": args.composite}}
     methods = [name for name in args.method]
     who = f"[process {jax.process_index()}/{jax.process_count()}] " \
         if jax.process_count() > 1 else ""
