@@ -15,6 +15,7 @@ Prints Markdown tables (pasted into the README) and writes the numbers as JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -30,10 +31,13 @@ from jaxinterp import evaluation as ev  # noqa: E402
 TEST_SEED = 1_000_003
 
 
-def methods():
+def methods(only=None):
     """Every registered method with its own defaults (SmoothGrad 50 samples at 15 %, IG 50
-    Gauss-Legendre steps, occlusion 16x16 windows at stride 8, baseline 0)."""
-    return dict(ji.attribution.METHODS)
+    Gauss-Legendre steps, occlusion 16x16 windows at stride 8, baseline 0; LRP's default
+    composite epsilon_plus_flat), and LRP with the epsilon_gamma_box composite."""
+    table = dict(ji.attribution.METHODS)
+    table["lrp_epsilon_gamma_box"] = functools.partial(ji.lrp, composite="epsilon_gamma_box")
+    return {n: f for n, f in table.items() if only is None or n in only}
 
 
 def batched(f, m, x, y, chunk=50):
@@ -46,14 +50,23 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--rand-n", type=int, default=64)
     ap.add_argument("--out", default="docs/attribution_eval.json")
+    ap.add_argument("--only", default=None,
+                    help="comma list: recompute these methods only, keep the others' numbers "
+                         "from --out (same --n / --rand-n)")
     args = ap.parse_args(argv)
+    only = None if args.only is None else args.only.split(",")
+    old = json.loads(Path(args.out).read_text()) if only and Path(args.out).exists() else None
+    if old is not None and (old["n"], old["rand_n"]) != (args.n, args.rand_n):
+        raise SystemExit(f"--only: {args.out} has n={old['n']}, rand_n={old['rand_n']}")
     from tqdm import tqdm
 
     m = ji.load_model()
     b = ji.data.shapes(jax.random.key(TEST_SEED), args.n, start=10_000)
     x, y, mask = b.images, b.labels, np.asarray(b.mask)
     results = {"ground_truth": {}, "randomization": {}}
-    for name, f in tqdm(methods().items(), desc="ground truth"):
+    if old is not None:
+        results = {k: {n: v for n, v in old[k].items() if n not in only} for k in results}
+    for name, f in tqdm(methods(only).items(), desc="ground truth"):
         a = batched(f, m, x, y)
         results["ground_truth"][name] = {
             "pointing": float(ev.pointing_game(a, mask).mean()),
@@ -62,10 +75,10 @@ def main(argv=None):
 
     depth_all = sum(1 for s in m.specs if s.kind in ("conv", "dense"))
     xr, yr = x[: args.rand_n], y[: args.rand_n]
-    base = {n: ev.heatmap(batched(f, m, xr, yr)) for n, f in methods().items()}
+    base = {n: ev.heatmap(batched(f, m, xr, yr)) for n, f in methods(only).items()}
     for depth in tqdm(range(1, depth_all + 1), desc="randomization"):
         mr = ev.cascading_randomization(m, jax.random.key(100 + depth), depth)
-        for name, f in methods().items():
+        for name, f in methods(only).items():
             rho = ev.spearman(base[name], ev.heatmap(batched(f, mr, xr, yr)))
             results["randomization"].setdefault(name, []).append(float(rho.mean()))
 

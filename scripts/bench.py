@@ -51,9 +51,12 @@ import numpy as np  # noqa: E402
 
 import jaxinterp as ji  # noqa: E402
 
-# every registered method except CAM (vgg-mini only; no Captum peer), and occlusion without the
-# incremental pass
-METHODS = tuple(n for n in ji.attribution.METHODS if n != "cam") + ("occlusion_full",)
+# the relevance methods have their own section (peers: Captum's DeepLift, zennit)
+RELEVANCE = ("deeplift", "lrp")
+# every registered method except CAM (vgg-mini only; no Captum peer) and the relevance methods,
+# and occlusion without the incremental pass
+METHODS = tuple(n for n in ji.attribution.METHODS if n not in ("cam",) + RELEVANCE) + (
+    "occlusion_full",)
 MULTI = tuple(n for n, m in ji.attribution.METHODS.items() if m.chunked) + ("occlusion_full",)
 # our rows with the same Captum call as another row (whose Captum chunking they reuse)
 CAPTUM_SAME = {"occlusion_full": "occlusion"}
@@ -301,6 +304,61 @@ def bench_attribution(arch, reps, quick, peak) -> list[dict]:
     return rows
 
 
+def bench_relevance(reps, quick) -> list[dict]:
+    """`lrp` (epsilon_plus_flat) against zennit's `EpsilonPlusFlat` and `deeplift` against
+    Captum's `DeepLift` (on the twin with an identity before each max-pool, where Captum's rules
+    are right), VGG16 at 224², N images per call, both sides in one interleaved run."""
+    import torch
+    from captum import attr as ca
+    from torch_vgg import identity_before_maxpool
+    from zennit_shim import import_zennit
+
+    zennit = import_zennit()
+    n = 2 if quick else 4
+    jm, tm, net, x, t, layer = setup("vgg16", n)
+    fixed = identity_before_maxpool(net).eval()
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (jm.preprocess.mean, jm.preprocess.std))
+
+    class Logits(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            out = self.net(x)
+            return out[0] if isinstance(out, tuple) else out
+
+    def normalized(x):
+        return (torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2) - mean) / std
+
+    def zennit_lrp(x, tt):
+        xn = normalized(x).requires_grad_(True)
+        onehot = torch.nn.functional.one_hot(torch.from_numpy(tt), 1000).float()
+        comp = zennit.composites.EpsilonPlusFlat()
+        with zennit.attribution.Gradient(model=Logits(net), composite=comp) as attributor:
+            return attributor(xn, onehot)[1]
+
+    def captum_deeplift(x, tt):
+        i = normalized(x).requires_grad_(True)
+        return ca.DeepLift(Logits(fixed)).attribute(i, target=torch.from_numpy(tt)).detach()
+
+    pairs = {"lrp": (lambda x, tt: jax.block_until_ready(ji.lrp(jm, x, tt)), zennit_lrp,
+                     "zennit EpsilonPlusFlat"),
+             "deeplift": (lambda x, tt: jax.block_until_ready(ji.deeplift(jm, x, tt)),
+                          captum_deeplift, "Captum DeepLift")}
+    rows = []
+    for name, (ours, theirs, peer) in pairs.items():
+        with torch.enable_grad():
+            firsts, med = interleaved([ours, theirs], (x, t), reps, warm=1)
+        first = firsts[0]  # compilation included
+        row = {"arch": "vgg16", "method": name, "peer": peer, "n": n, "ours_s": med[0] / n,
+               "peer_s": med[1] / n, "speedup": med[1] / med[0], "ours_first_s": first}
+        rows.append(row)
+        print(f"| vgg16 | {name} | {peer} | {n} | {row['ours_s'] * 1e3:.0f} | "
+              f"{row['peer_s'] * 1e3:.0f} | **{row['speedup']:.2f}x** | {first:.1f} |", flush=True)
+    return rows
+
+
 def fmt_row(r) -> str:
     mem = ""
     if "ours_mem" in r and "delta_mb" in r["ours_mem"] and "delta_mb" in r["captum_mem"]:
@@ -545,7 +603,7 @@ def machine() -> str:
             f"{__import__('captum').__version__}")
 
 
-SECTIONS = ("vgg-mini", "vgg16", "resnet50", "runs", "optvis", "optimize", "style", "concepts", "scaling", "options",
+SECTIONS = ("vgg-mini", "vgg16", "resnet50", "relevance", "runs", "optvis", "optimize", "style", "concepts", "scaling", "options",
             "checks")
 
 
@@ -559,7 +617,12 @@ def tables(out: Path) -> str:
             lines += [f"{arch}: {r['machine']}. fp32 matmul peak: XLA {r['matmul']['xla']:.0f}, "
                       f"PyTorch {r['matmul']['torch']:.0f} GFLOP/s.", "", TABLE_HEAD]
             lines += [fmt_row(row) for row in r["rows"]] + [""]
-    extra = {"options": (["model", "method", "N", "tuned ms/img", "XLA default ms/img", "speed-up"],
+    extra = {"relevance": (["model", "method", "peer", "N", "ours ms/img", "peer ms/img",
+                            "speed-up", "ours 1st call s"],
+                           lambda r: [r["arch"], r["method"], r["peer"], r["n"],
+                                      f"{r['ours_s'] * 1e3:.0f}", f"{r['peer_s'] * 1e3:.0f}",
+                                      f"**{r['speedup']:.2f}x**", f"{r['ours_first_s']:.1f}"]),
+             "options": (["model", "method", "N", "tuned ms/img", "XLA default ms/img", "speed-up"],
                          lambda r: [r["arch"], r["method"], r["n"], f"{r['tuned_s'] * 1e3:.1f}",
                                     f"{r['default_s'] * 1e3:.1f}", f"**{r['speedup']:.2f}x**"]),
              "optimize": (["method", "model", "N", "ours s/call", "PyTorch loop s/call", "speed-up",
@@ -664,6 +727,10 @@ def main():
             print(f"\n{TABLE_HEAD}", flush=True)
             result, name = {"rows": bench_attribution(section, reps, args.quick, peak)}, \
                 f"attribution-{section}"
+        elif section == "relevance":
+            print("\n| model | method | peer | N | ours ms/img | peer ms/img | speed-up | "
+                  "ours 1st call s |\n|---|---|---|---|---|---|---|---|", flush=True)
+            result, name = {"rows": bench_relevance(reps, args.quick)}, "relevance"
         elif section == "optvis":
             result, name = bench_optvis(args.quick), "optvis"
         elif section == "optimize":
