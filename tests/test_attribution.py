@@ -17,7 +17,10 @@ REGISTRY = ji.attribution.METHODS
 # small settings for the methods whose work multiplies
 SMALL = {"smooth_grad": {"samples": 4, "key": jax.random.key(3)},
          "integrated_gradients": {"steps": 6},
-         "occlusion": {"window": (16, 16), "stride": (16, 16)}}
+         "occlusion": {"window": (16, 16), "stride": (16, 16)},
+         # a constant baseline ties every max-pool window at the baseline; the rule routes by the
+         # first maximum, which a rounding difference (another device layout) can move
+         "deeplift": {"baseline": jax.random.uniform(jax.random.key(4), (64, 64, 3))}}
 # name -> (function (m, x, target, **chunking), takes batch_size): every registered method, and
 # one variant (VarGrad over guided backprop)
 METHODS = {name: (functools.partial(method.fn, **SMALL.get(name, {})), method.chunked)
