@@ -62,7 +62,15 @@ def test_shape_dtype_finite_nonzero(results, data, name):
     assert np.abs(a).max() > 0
 
 
-@pytest.mark.parametrize("name", METHODS)
+# the full jit / eager / XLA-options check compiles each method three times: the default run
+# checks one method of each kind (gradient, ReLU rule, layer, path integral, relevance rules),
+# CI's slow step every method
+JIT_DEFAULT_RUN = ("saliency", "guided_backprop", "grad_cam", "integrated_gradients", "deeplift",
+                   "lrp")
+
+
+@pytest.mark.parametrize("name", [n if n in JIT_DEFAULT_RUN else pytest.param(
+    n, marks=pytest.mark.slow) for n in METHODS])
 def test_jit_equals_no_jit_and_tuned_equals_default(mini, data, name, monkeypatch):
     """jit == eager == inside a user's jit, and jaxinterp's XLA options change speed only.
 

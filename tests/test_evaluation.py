@@ -41,6 +41,7 @@ def test_best_methods_point_at_the_object(default_model, held_out):
     assert ev.pointing_game(np.random.default_rng(0).random(mask.shape), mask).mean() < 0.3
 
 
+@pytest.mark.slow  # 15 s each; the cascade itself is checked in the default run below
 @pytest.mark.parametrize("method", [ji.saliency, ji.grad_cam])
 def test_randomizing_the_top_layers_destroys_the_map(default_model, held_out, method):
     x, y, _ = held_out
@@ -51,6 +52,7 @@ def test_randomizing_the_top_layers_destroys_the_map(default_model, held_out, me
     assert rho.mean() < 0.5
 
 
+@pytest.mark.slow
 def test_the_randomization_check_can_tell_methods_apart(default_model, held_out):
     # the same check gives guided backprop a high correlation (it reconstructs the image more
     # than it explains the class; Adebayo et al.), so the low values above are informative

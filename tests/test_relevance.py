@@ -97,7 +97,7 @@ def test_lrp0_is_centred_input_times_gradient(mini):
     with jax.enable_x64(True):
         m = mini.with_variables(jax.tree_util.tree_map(
             lambda a: jnp.asarray(a, jnp.float64), _zero_biases(mini.variables)))
-        x = np.asarray(ji.data.shapes(jax.random.key(6), 2).images, np.float64)
+        x = np.asarray(jax.random.uniform(jax.random.key(6), (2, 32, 32, 3)), np.float64)
         r = np.asarray(ji.lrp(m, x, 1, composite="epsilon", epsilon=0.0, stabilizer=1e-300,
                               start="logit"))
         want = (x - np.asarray(m.preprocess.mean)) * np.asarray(ji.saliency(m, x, 1))
@@ -145,6 +145,7 @@ def _fold(m):
     return plain.with_variables({"params": new})
 
 
+@pytest.mark.slow  # 70 s; zennit's canonizer on VGG11_bn is compared in the default run
 def test_batchnorm_is_folded_into_the_convolution():
     """LRP on conv → BN equals LRP on the network with BN folded into the weights (zennit's
     canonizer), also where BN scales are negative (the folded weight changes sign). Gamma and
@@ -160,6 +161,7 @@ def test_batchnorm_is_folded_into_the_convolution():
         np.testing.assert_allclose(ours, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.slow  # 30 s; the rules themselves are compared with zennit in the default run
 def test_rule_identities_and_user_composites(mini):
     """Gamma(γ=0) is Epsilon with the stabilizer, AlphaBeta(1, 0) is ZPlus, a user composite
     `(path, primitive) -> rule` is used as given, relevance is linear in its start."""
@@ -206,3 +208,28 @@ def test_a_primitive_without_a_rule_is_named(zoo):
         ji.deeplift(m, x, 0)
     with pytest.raises(ValueError, match="baseline of shape"):
         ji.deeplift(zoo, x, 0, baseline=np.zeros((3, 3)))
+
+
+def test_an_nnx_model_is_traced_like_any_other():
+    """An NNX module (state split and merged inside the trace; functional relu, BatchNorm,
+    max pool, mean): DeepLIFT sums to delta, LRP-ε with zero biases conserves."""
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+            self.bn = nnx.BatchNorm(4, use_running_average=True, rngs=rngs)
+            self.fc = nnx.Linear(4, 3, rngs=rngs)
+
+        def __call__(self, x):
+            x = nnx.max_pool(nnx.relu(self.bn(self.conv(x))), (2, 2), (2, 2))
+            return self.fc(x.mean((1, 2)))
+
+    m = ji.wrap(Net(nnx.Rngs(0)), input_size=(8, 8))
+    x = images(12)
+    a = np.asarray(ji.deeplift(m, x, 1))
+    f = np.asarray(m(x)[0][:, 1]) - np.asarray(m(jnp.zeros_like(x))[0][:, 1])
+    np.testing.assert_allclose(a.sum((1, 2, 3)), f, rtol=1e-4)
+    mz = m.with_variables(_zero_biases(m.variables))
+    r = np.asarray(ji.lrp(mz, x, 1, composite="epsilon", start="logit", stabilizer=1e-12))
+    np.testing.assert_allclose(r.sum((1, 2, 3)), np.asarray(mz(x)[0][:, 1]), rtol=1e-4)

@@ -144,8 +144,13 @@ def test_unrecognised_relus_raise(data):
         lambda x: relu_in_loop(m.variables, x)[jnp.arange(3), y].sum())(x), rtol=1e-6)
 
 
+# the default run: one method of each kind on both wrappers; CI's slow step every method
+TABLE_DEFAULT_RUN = ("saliency", "guided_backprop", "grad_cam", "integrated_gradients", "lrp")
+
+
 @pytest.mark.parametrize("kind", ["nnx", "function"])
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", [n if n in TABLE_DEFAULT_RUN else pytest.param(
+    n, marks=pytest.mark.slow) for n in METHODS])
 def test_method_table_on_wrapped_models(wrapped, data, kind, name):
     """jit == eager, batch == single calls, no retrace on new data of the same shape."""
     m, (x, y) = wrapped[kind], data
