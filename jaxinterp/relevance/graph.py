@@ -110,6 +110,7 @@ class Graph:
     avals: dict
     units: list = dataclasses.field(default_factory=list)
     dep: set = dataclasses.field(default_factory=set)        # ids depending on x (any dtype)
+    nonnegative: set = dataclasses.field(default_factory=set)  # ids known to be >= 0
     unit_of: dict = dataclasses.field(default_factory=dict)  # node index -> unit index
 
     def is_float(self, i) -> bool:
@@ -311,3 +312,33 @@ def _classify(g):
     layers = [u for u in g.units if u.kind == "layer"]
     if layers:
         layers[0].first = True
+    g.nonnegative = _nonnegative(g)
+
+
+# primitives that keep a nonnegative operand nonnegative
+_KEEPS_SIGN = ("reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice",
+               "rev", "copy", "copy_p", "convert_element_type", "reduce_precision",
+               "reduce_window_max", "reduce_max")
+
+
+def _nonnegative(g) -> set:
+    """Activations that are >= 0 by construction: a ReLU's output (`max` with a nonnegative
+    literal), and what shape changes and max pooling make of one. The rules use it to skip terms
+    whose input is the (then zero) negative part."""
+
+    def known(i, out):
+        if isinstance(i, Lit):
+            return bool(np.all(np.asarray(i.val) >= 0))
+        return i in out
+
+    out = set()
+    for node in g.nodes:
+        if len(node.outs) != 1 or not g.is_float(node.outs[0]):
+            continue
+        if node.name == "max" and any(known(i, out) for i in node.ins):
+            out.add(node.outs[0])
+        elif node.name in _KEEPS_SIGN and known(node.ins[0], out):
+            out.add(node.outs[0])
+        elif node.name == "concatenate" and all(known(i, out) for i in node.ins):
+            out.add(node.outs[0])
+    return out

@@ -83,6 +83,11 @@ class Layer:
                 s = 1.0 / v if s is None else s / v
                 c = None if c is None else c / v
         self.s, self.c = s, c
+        self.nonnegative = u.inputs[0] in g.nonnegative
+
+    def bias_only(self, mod: ParamMod):
+        """The layer's output for a zero input: its (modified) bias, or 0."""
+        return 0.0 if self.c is None or mod.bias is None else mod.bias(self.c)
 
     def lin(self, a, w=None):
         vals = [engine.read(self.env, i) for i in self.node.ins]
@@ -138,17 +143,34 @@ def basic_rule(inputs, params, grad_map, reducer, name="rule"):
     """
 
     def rule(layer: Layer, r):
-        ins = [f(layer) for f in inputs]
-        outs, pulls = [], []
-        for a, mod in zip(ins, params):
+        ins, outs, pulls = [], [], []
+        for f, mod in zip(inputs, params):
+            if f is negative_part and layer.nonnegative:  # a zero input: only the bias is left
+                ins.append(0.0)
+                outs.append(layer.bias_only(mod))
+                pulls.append(None)
+                continue
+            a = f(layer)
             o, pull = jax.vjp(lambda a_, mod=mod: layer.forward(a_, mod), a)
+            ins.append(a)
             outs.append(o)
             pulls.append(pull)
-        grads = [pull(c)[0] for pull, c in zip(pulls, grad_map(r, outs))]
+        grads = [0.0 if pull is None else pull(c)[0]
+                 for pull, c in zip(pulls, grad_map(r, outs))]
         return reducer(ins, grads)
 
     rule.__name__ = rule.__qualname__ = name
     return rule
+
+
+def positive_part(layer):
+    """Input modifier: a+."""
+    return jnp.maximum(layer.a, 0)
+
+
+def negative_part(layer):
+    """Input modifier: a- (zero, and skipped, where the input is a ReLU's output)."""
+    return jnp.minimum(layer.a, 0)
 
 
 def _zero_bias(zero_params):
@@ -166,7 +188,7 @@ def ZPlus(stabilizer: float = 1e-6, zero_params=()):  # noqa: N802
     """LRP-z+ (α1β0 for any input sign): a+ with w+ and a- with w-."""
     zb = _zero_bias(zero_params)
     return basic_rule(
-        [lambda L: jnp.maximum(L.a, 0), lambda L: jnp.minimum(L.a, 0)],
+        [positive_part, negative_part],
         [clamp_mod("pos", zb), clamp_mod("neg", True)],
         lambda r, o: [r / stabilize(o[0] + o[1], stabilizer)] * 2,
         lambda i, g: i[0] * g[0] + i[1] * g[1], "ZPlus")
@@ -182,7 +204,7 @@ def Gamma(gamma: float = 0.25, stabilizer: float = 1e-6, zero_params=()):  # noq
         down = (o[4] < 0).astype(r.dtype) * r / stabilize(o[2] + o[3], stabilizer)
         return [up, up, down, down, jnp.zeros_like(r)]
 
-    pos, neg = (lambda L: jnp.maximum(L.a, 0)), (lambda L: jnp.minimum(L.a, 0))
+    pos, neg = positive_part, negative_part
     return basic_rule(
         [pos, neg, pos, neg, lambda L: L.a],
         [gamma_mod(gamma, "pos", zb), gamma_mod(gamma, "neg", True), gamma_mod(gamma, "neg", zb),
@@ -197,7 +219,7 @@ def AlphaBeta(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6,  
         raise ValueError(f"AlphaBeta needs alpha, beta >= 0 and alpha - beta = 1, got "
                          f"alpha={alpha}, beta={beta}")
     zb = _zero_bias(zero_params)
-    pos, neg = (lambda L: jnp.maximum(L.a, 0)), (lambda L: jnp.minimum(L.a, 0))
+    pos, neg = positive_part, negative_part
     return basic_rule(
         [pos, neg, pos, neg],
         [clamp_mod("pos", zb), clamp_mod("neg", True), clamp_mod("neg", zb),
