@@ -18,9 +18,12 @@ def default_model():
     return ji.load_model()
 
 
-# modules whose module-scoped fixtures (a model run through every method, a data-set run, a
-# dissection, torch twins) take 15-90 s: with `--dist loadgroup` each runs on one pytest worker,
-# so those fixtures (and the programs they compile) are built once, not once per worker
+# modules whose fixtures (a model run through every method, a data-set run, a dissection, torch
+# twins) take 15-90 s: with `--dist loadgroup` each runs on one pytest worker, so those fixtures
+# (and the programs they compile) are built once, not once per worker. The fixtures are
+# session-scoped: a worker runs a group's tests between other modules' tests, where a
+# module-scoped fixture would be torn down and built again (measured: the attribution table's
+# 80 s fixture built twice on one worker)
 ONE_WORKER = ("test_attribution", "test_runs", "test_concepts", "test_synthesis",
               "test_adversarial", "test_relevance_parity", "test_relevance", "test_optvis",
               "test_attribution_parity", "test_resnet")

@@ -14,7 +14,7 @@ TEST_SEED = 1_000_003  # held out from training (scripts/train_default.py)
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def held_out():
     d = ji.data.shapes(jax.random.key(TEST_SEED), 128, start=1000)
     return d.images, np.asarray(d.labels)
@@ -171,7 +171,7 @@ except ImportError:  # only the tests that use pair64 skip, one by one
     torch = None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pair64(tmp_path_factory):
     if torch is None:
         pytest.skip("needs PyTorch")

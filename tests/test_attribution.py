@@ -40,13 +40,13 @@ def test_registry_matches_the_public_api():
     assert set(n for n in ji.__all__ if n in REGISTRY) == set(REGISTRY)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data():
     b = ji.data.shapes(jax.random.key(42), 3)
     return b.images, b.labels
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def results(mini, data):
     x, y = data
     return {name: np.asarray(f(mini, x, y)) for name, (f, _) in METHODS.items()}

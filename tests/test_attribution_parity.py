@@ -15,7 +15,7 @@ import jaxinterp as ji  # noqa: E402
 from torch_vgg import make_pair  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["vgg-mini", "vgg16"])
+@pytest.fixture(scope="session", params=["vgg-mini", "vgg16"])
 def pair(request, tmp_path_factory):
     if request.param == "vgg-mini":
         jm, tm, net = make_pair("vgg-mini", tmp_path_factory, num_classes=8, batch_norm=True)

@@ -11,14 +11,14 @@ import jaxinterp as ji
 from jaxinterp.rules import deconv_relu, guided_relu
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def linear():
     """vgg-mini made affine in its input: identity activations and average pooling."""
     m = ji.load_model("vgg-mini", key=jax.random.key(4), pool="avg")
     return m.with_act(lambda v: v)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def linear_rows(linear):
     """Weight rows of the affine model, measured from basis images: f(e_i) - f(0)."""
     n = 16 * 16 * 3
@@ -207,6 +207,7 @@ def test_cam_needs_gap_head():
         ji.cam(m, np.zeros((1, 32, 32, 3), np.float32), 0)
 
 
+@pytest.mark.slow  # 18-25 s end to end; CI's slow step runs it
 def test_numpy_ints_bf16_and_legacy_keys_are_accepted(mini):
     b = ji.data.shapes(jax.random.key(15), 2)
     x, y = b.images, b.labels

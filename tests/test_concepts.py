@@ -14,12 +14,12 @@ import netdissect_lite
 TEST_SEED = 1_000_003  # held out from training
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def unseen():
     return ji.data.shapes(jax.random.key(TEST_SEED), 1024, start=50_000)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dissected(default_model, unseen):
     """200 unseen images dissected at a first and a late layer, in 4 batches (the last short)."""
     d = jax.tree_util.tree_map(lambda a: a[:200], unseen)

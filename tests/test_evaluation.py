@@ -26,7 +26,7 @@ def test_pointing_and_mass():
     np.testing.assert_allclose(ev.mass_inside(maps, mask), [0.75, 0.0])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def held_out():
     b = ji.data.shapes(jax.random.key(1_000_003), 100, start=10_000)
     return b.images, b.labels, np.asarray(b.mask)

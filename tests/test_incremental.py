@@ -9,7 +9,7 @@ import jaxinterp as ji
 from jaxinterp.attribution import incremental as inc
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_vgg():
     """vgg11_bn with a torchvision classifier head (adaptive pool, fc6-8), 8 hidden units."""
     return ji.init_model("vgg11_bn", key=jax.random.key(3), num_classes=5, hidden=8)

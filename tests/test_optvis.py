@@ -12,7 +12,7 @@ from jaxinterp.optvis import transforms as T
 O = ji.objectives
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def class_vis(default_model):
     """Every vgg-mini class visualized by its logit, all classes in one compiled call."""
     objs = ji.optvis.units(default_model, "logits", kind="logit")
@@ -61,7 +61,7 @@ def test_channel_visualization_beats_a_thousand_shapes_images(default_model, lay
 
 # --- objectives -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def feats():
     k = jax.random.split(jax.random.key(0), 3)
     return {"features.9": jax.random.normal(k[0], (3, 4, 5, 6)),
@@ -213,7 +213,7 @@ def test_param_errors():
 
 # --- transforms ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def image():
     return ji.data.shapes(jax.random.key(2), 1, size=48).images[0]
 

@@ -61,7 +61,7 @@ class Zoo(nn.Module):
         return nn.Dense(5, name="fc2")(nn.sigmoid(x) * 2.0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def zoo():
     module = Zoo()
     v = module.init(jax.random.key(3), jnp.ones((1, 8, 8, 3)))

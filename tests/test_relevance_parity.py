@@ -92,7 +92,7 @@ class Case:
             return self.plain64(nchw(np.asarray(x, np.float64))).numpy()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def build(tmp_path_factory):
     @functools.lru_cache(maxsize=None)
     def make(name):
@@ -287,7 +287,7 @@ def test_deeplift_shap_parity_with_captum(build, name):
 # LRP vs zennit
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def zennit():
     try:
         return import_zennit()
@@ -464,7 +464,7 @@ def torch_to_flax(tnet):
     return {"params": params}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reuse_pair():
     """(reused, separate) wrapped models with the same weights (torch's, so that Captum on the
     separate-module torch net is a reference too), images, targets, the torch net."""

@@ -18,7 +18,7 @@ from torch_resnet import seeded_resnet  # noqa: E402
 from torch_vgg import Normalized  # noqa: E402
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pair(tmp_path_factory):
     net = seeded_resnet("resnet18", 0)
     d = tmp_path_factory.mktemp("resnet18")

@@ -27,7 +27,7 @@ class NormCNN(nn.Module):
         return nn.Dense(5)(jax.nn.standardize(x.mean((1, 2)), axis=-1))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def norm_cnn():
     x = jax.random.uniform(jax.random.key(5), (3, SIZE, SIZE, 3))
     variables = NormCNN().init(jax.random.key(1), x[:1])

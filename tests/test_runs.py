@@ -49,7 +49,7 @@ def assert_same_arrays(a, b, rtol=1e-5):
                                    err_msg=name)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def folder(tmp_path_factory):
     """24 shapes PNGs in class folders named as the model's classes, and one broken file."""
     d = tmp_path_factory.mktemp("images")
@@ -62,7 +62,7 @@ def folder(tmp_path_factory):
     return d
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory, default_model):
     out = tmp_path_factory.mktemp("ref") / "run"
     s = ji.attribute_dataset(default_model, "shapes:20", METHODS, out, batch_size=8,
@@ -190,6 +190,7 @@ def test_kill_9_then_resume(folder, tmp_path):
     assert_same_arrays(arrays_of(out), arrays_of(clean))
 
 
+@pytest.mark.slow  # 18-25 s end to end; CI's slow step runs it
 def test_deletion_insertion_rank_random_below_saliency_and_grad_cam(default_model):
     b = ji.data.shapes(jax.random.key(5), 24, start=90_000)
     x, y = b.images, b.labels
@@ -233,7 +234,7 @@ def stop_after(count):
     return progress
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def interrupted(tmp_path_factory, default_model):
     """shapes:20 in batches of 8 (as `reference`: no new compilation), interrupted by a Ctrl-C
     after the first batch (today's main: after its first batch too): rows 8-19 never run."""
@@ -245,7 +246,7 @@ def interrupted(tmp_path_factory, default_model):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def interrupted_report(interrupted):
     """The report of `interrupted` (its first 12 rows: 8 computed, 4 not)."""
     return ji.runs.report.write_report(interrupted, interrupted.parent / "report", limit=12)

@@ -14,7 +14,7 @@ from jaxinterp.data import shapes_dataset
 TEST_SEED = 1_000_003  # the held-out seed of scripts/train_default.py
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def batch():
     return ji.data.shapes(jax.random.key(7), 4000)
 

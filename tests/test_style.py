@@ -11,7 +11,7 @@ from jaxinterp.synthesis import style as S
 TEST_SEED = 1_000_003
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shapes_images():
     return ji.data.shapes(jax.random.key(TEST_SEED), 4, start=3000).images
 
@@ -65,7 +65,7 @@ def torch_losses(tm, content, style, x, content_layer, style_layers, normalizati
         gram_matrix(fx[style_layers[0]]).detach().numpy()
 
 
-@pytest.fixture(scope="module", params=["vgg-mini", "vgg16"])
+@pytest.fixture(scope="session", params=["vgg-mini", "vgg16"])
 def pair(request, tmp_path_factory):
     if torch is None:
         pytest.skip("needs PyTorch")

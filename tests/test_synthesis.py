@@ -15,12 +15,12 @@ dd = importlib.import_module("jaxinterp.synthesis.deepdream")  # the package exp
 TEST_SEED = 1_000_003  # held out from training (scripts/train_default.py)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def images():
     return ji.data.shapes(jax.random.key(TEST_SEED), 3, start=500).images
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def octaves(default_model, images):
     return list(ji.synthesis.dream(default_model, images, "relu3_2", octaves=3, key=1))
 
@@ -99,7 +99,7 @@ def test_deepdream_errors(default_model, images):
 
 # --- inversion --------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def inversions(default_model, images):
     return {layer: ji.invert(default_model, images, layer, steps=300)
             for layer in ("relu1_1", "pool1", "relu2_2", "relu4_2")}

@@ -206,6 +206,7 @@ def test_attribute_bad_method_and_target(tmp_path):
     assert r.returncode == 2 and "class name" in r.stderr
 
 
+@pytest.mark.slow  # 18-25 s end to end; CI's slow step runs it
 def test_filters_and_activations_commands(tmp_path):
     r = run("filters", "--layer", "conv1_1", "--out", str(tmp_path / "f.png"), "--zoom", "4")
     assert r.returncode == 0, r.stderr

@@ -41,7 +41,7 @@ def assert_feats_match(jm, tm, x_nhwc, torch_input):
     np.testing.assert_allclose(logits, t_logits.numpy(), atol=1e-4 * np.abs(t_logits.numpy()).max())
 
 
-@pytest.fixture(scope="module", params=["vgg16", "vgg19"])
+@pytest.fixture(scope="session", params=["vgg16", "vgg19"])
 def torch_files(request, tmp_path_factory):
     arch = request.param
     tm = torch_model(arch, seed=1)
@@ -128,7 +128,7 @@ def test_keras_h5_parity(torch_files, tmp_path, layout):
 # ---------------------------------------------------------------- bad files (vgg-mini: fast)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mini_torch(tmp_path_factory):
     tm = torch_model("vgg-mini", seed=3, num_classes=8, batch_norm=True)
     d = tmp_path_factory.mktemp("mini")

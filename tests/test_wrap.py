@@ -76,12 +76,12 @@ def models():
             "function": ji.wrap(function_cnn, _function_params(), input_size=(SIZE, SIZE))}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def wrapped():
     return models()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data():
     x = jax.random.uniform(jax.random.key(11), (3, SIZE, SIZE, 3))
     return x, jnp.array([1, 4, 2])
@@ -180,6 +180,7 @@ def test_method_table_on_wrapped_models(wrapped, data, kind, name):
     assert not [r for r in records if "Compiling" in r.getMessage()]
 
 
+@pytest.mark.slow  # 18-25 s end to end; CI's slow step runs it
 def test_other_methods_on_a_wrapped_model(wrapped, data):
     m, (x, y) = wrapped["linen"], data
     fooled = ji.pgd(m, x, y, eps=0.1, steps=5)
