@@ -26,7 +26,7 @@ def default_model():
 # 80 s fixture built twice on one worker)
 ONE_WORKER = ("test_attribution", "test_runs", "test_concepts", "test_synthesis",
               "test_adversarial", "test_relevance_parity", "test_relevance", "test_optvis",
-              "test_attribution_parity", "test_resnet")
+              "test_attribution_parity", "test_resnet", "test_cams")
 
 
 def pytest_collection_modifyitems(items):

@@ -22,8 +22,9 @@ def images(seed, n=2, size=8):
 
 @pytest.mark.parametrize("act", ACTS)
 def test_deeplift_of_a_separable_function_is_each_feature_s_own_change(act):
-    """f(x) = Σ_i v_i φ(w_i x_i + b_i): DeepLIFT gives feature i exactly v_i (φ(z_i) − φ(z0_i)),
-    which holds only if the whole φ (GELU: a dozen primitives) is one Rescale unit."""
+    """f(x) = Σ_i v_i φ(w_i x_i + b_i): DeepLIFT gives feature i exactly
+    v_i (φ(z_i) − φ(z0_i)), which holds only if the whole φ (GELU: a dozen primitives) is one
+    Rescale unit."""
     phi = ACTS[act]
     k = jax.random.split(jax.random.key(0), 3)
     d = 8 * 8 * 3

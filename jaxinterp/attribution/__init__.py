@@ -1,6 +1,6 @@
 """Pixel attribution: gradients, CAMs, SmoothGrad family, integrated gradients, occlusion."""
 
-from jaxinterp.attribution import registry
+from jaxinterp.attribution import cams, registry
 from jaxinterp.attribution.cam import cam, grad_cam, guided_grad_cam
 from jaxinterp.attribution.core import default_layer, rule_gradient
 from jaxinterp.attribution.gradients import deconvnet, guided_backprop, input_x_gradient, saliency
@@ -9,6 +9,6 @@ from jaxinterp.attribution.perturbation import integrated_gradients, occlusion
 from jaxinterp.attribution.relevance import deeplift, deeplift_shap, lrp
 from jaxinterp.attribution.registry import METHODS, Method
 
-__all__ = ["METHODS", "Method", "cam", "deconvnet", "deeplift", "deeplift_shap", "default_layer", "grad_cam",
+__all__ = ["METHODS", "Method", "cam", "cams", "deconvnet", "deeplift", "deeplift_shap", "default_layer", "grad_cam",
            "guided_backprop", "guided_grad_cam", "input_x_gradient", "integrated_gradients", "lrp",
            "occlusion", "registry", "rule_gradient", "saliency", "smooth_grad"]

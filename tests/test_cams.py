@@ -1,0 +1,421 @@
+"""The pytorch-grad-cam family (`jaxinterp.attribution.cams`): parity with pytorch-grad-cam's own
+classes on identical weights (VGG11 and ResNet-18), analytic cases on a GAP + linear head and a
+rank-one layer, batching, jit and vmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+from gradcam_shim import import_gradcam  # noqa: E402
+
+try:
+    pgc = import_gradcam()
+except ImportError as e:  # pragma: no cover - the test extras install it
+    pytest.skip(str(e), allow_module_level=True)
+
+import jaxinterp as ji  # noqa: E402
+from jaxinterp.attribution import cams  # noqa: E402
+from jaxinterp.attribution.core import default_layer  # noqa: E402
+from jaxinterp.attribution.cams import (ablation_cam, eigen_cam, eigen_grad_cam,  # noqa: E402
+                                        grad_cam_elementwise, grad_cam_plus_plus, hires_cam,
+                                        layer_cam, score_cam, xgrad_cam)
+from test_attribution_parity import nchw  # noqa: E402
+from torch_resnet import seeded_resnet  # noqa: E402
+from torch_vgg import Normalized, make_pair  # noqa: E402
+
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+OURS = {"grad_cam_plus_plus": grad_cam_plus_plus, "xgrad_cam": xgrad_cam,
+        "layer_cam": layer_cam, "hires_cam": hires_cam,
+        "grad_cam_elementwise": grad_cam_elementwise, "eigen_cam": eigen_cam,
+        "eigen_grad_cam": eigen_grad_cam, "score_cam": score_cam, "ablation_cam": ablation_cam}
+THEIRS = {"grad_cam_plus_plus": "GradCAMPlusPlus", "xgrad_cam": "XGradCAM",
+          "layer_cam": "LayerCAM", "hires_cam": "HiResCAM",
+          "grad_cam_elementwise": "GradCAMElementWise", "eigen_cam": "EigenCAM",
+          "eigen_grad_cam": "EigenGradCAM", "score_cam": "ScoreCAM",
+          "ablation_cam": "AblationCAM"}
+EIGEN_SMOOTH = ("grad_cam_plus_plus", "xgrad_cam", "layer_cam", "hires_cam",
+                "grad_cam_elementwise", "score_cam", "ablation_cam")
+FORWARD_HEAVY = ("score_cam", "ablation_cam")  # a forward pass per channel and image
+ERRORS = {}  # measured errors, printed at the end of the module (pytest -s)
+
+
+def rel_err(ours, theirs):
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+    scale = np.abs(theirs).max()
+    assert scale > 0
+    return float(np.abs(ours - theirs).max() / scale)
+
+
+def assert_close(ours, theirs, rel=1e-5, key=None):
+    err = rel_err(ours, theirs)
+    if key is not None:
+        ERRORS[key] = err
+    assert err <= rel, f"max error {err:.2e} of the largest magnitude"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    yield
+    for k, v in sorted(ERRORS.items()):
+        print(f"cams parity {k}: {v:.2e}")
+
+
+def build_pair(name, tmp_path_factory):
+    """(name, jm, tm, torch layer, our layer name, x, runner-up targets)."""
+    if name == "vgg-mini":  # 128 channels: the per-channel methods stay fast
+        jm, tm, net = make_pair("vgg-mini", tmp_path_factory, num_classes=8, batch_norm=True)
+        x = np.asarray(ji.data.shapes(jax.random.key(21), 2).images)  # 64x64
+        lyr, layer = net.features[23], "features.23"  # last relu, 8x8x128
+    elif name == "vgg11":
+        jm, tm, net = make_pair("vgg11", tmp_path_factory, num_classes=10, hidden=64)
+        x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+        lyr, layer = net.features[14], "features.14"  # relu, 4x4x512
+    else:
+        net = seeded_resnet("resnet18", 0)
+        d = tmp_path_factory.mktemp("resnet18")
+        safetensors_torch.save_file(net.state_dict(), str(d / "w.safetensors"))
+        jm = ji.import_weights(d / "w.safetensors", arch="resnet18")
+        tm = Normalized(net, jm.preprocess.mean, jm.preprocess.std).eval()
+        x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+        lyr, layer = net.layer4[-1], "layer4/1"  # 2x2x512
+    logits = tm(nchw(x)).detach().numpy()
+    target = np.argsort(-logits, 1)[:, 1].copy()  # the runner-up class: not a trivial target
+    return name, jm, tm, lyr, layer, x, target
+
+
+@pytest.fixture(scope="session")
+def pairs(tmp_path_factory):
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = build_pair(name, tmp_path_factory)
+        return built[name]
+
+    return get
+
+
+# The default run checks each method on one model (raw and eigen_smooth maps); the slow run
+# checks every method on every model, with pytorch-grad-cam's full post-processing too.
+# XLA:CPU runs VGG11's 2x2-pixel convolutions ~50x slower than the same product as a matrix
+# product (measured 3.6 s vs 0.07 s for 128 images): the per-channel methods (512 forward passes
+# per image) on VGG11 and ResNet-18 are slow cases; vgg-mini checks them in the default run.
+DEFAULT = {"vgg-mini": ("ablation_cam", "grad_cam_plus_plus"),  # score_cam: analytic below
+           "vgg11": ("xgrad_cam", "layer_cam", "eigen_cam"),
+           "resnet18": ("hires_cam", "grad_cam_elementwise", "eigen_grad_cam")}
+CASES = [pytest.param(model, method, id=f"{model}-{method}",
+                      marks=() if method in DEFAULT[model] else pytest.mark.slow)
+         for model in DEFAULT for method in OURS]
+
+
+def theirs(pair, method, n):
+    """pytorch-grad-cam's raw layer-resolution maps (`get_cam_image`, with and without
+    eigen_smooth) and its full output (`compute_cam_per_layer` + `aggregate_multi_layers`: ReLU,
+    min-max scaling, cv2 resize, scaling), from one forward (and backward) pass."""
+    _, _, tm, lyr, _, x, target = pair
+    inp = nchw(x[:n])
+    targets = [ClassifierOutputTarget(int(c)) for c in target[:n]]
+    cam = getattr(pgc, THEIRS[method])(model=tm, target_layers=[lyr])
+    try:
+        outputs = cam.activations_and_grads(inp)  # BaseCAM.forward, step by step
+        if cam.uses_gradients:
+            tm.zero_grad()
+            sum(t(o) for t, o in zip(targets, outputs)).backward(retain_graph=True)
+        acts = cam.activations_and_grads.activations[0].numpy()
+        grads = (cam.activations_and_grads.gradients[0].numpy() if cam.uses_gradients else None)
+        if method in FORWARD_HEAVY:  # compute the channel weights once, for all three results
+            weights = cam.get_cam_weights(inp, lyr, targets, acts, grads)
+            cam.get_cam_weights = lambda *args: weights
+        raw = {e: cam.get_cam_image(inp, lyr, targets, acts, grads, e) for e in (False, True)}
+        full = cam.aggregate_multi_layers(cam.compute_cam_per_layer(inp, targets, False))
+    finally:
+        cam.activations_and_grads.release()
+    return raw, full, acts
+
+
+@pytest.mark.parametrize("model, method", CASES)
+def test_parity_with_pytorch_grad_cam(pairs, request, model, method):
+    pair = pairs(model)
+    name, jm, tm, lyr, layer, x, target = pair
+    slow = request.node.get_closest_marker("slow") is not None
+    n = 1 if method in FORWARD_HEAVY and model != "vgg-mini" else 2  # 512 passes per image
+    raw, full, acts = theirs(pair, method, n)
+    fn, x, target = OURS[method], x[:n], target[:n]
+    np.testing.assert_allclose(np.asarray(jm(x)[1][layer]).transpose(0, 3, 1, 2), acts,
+                               rtol=0, atol=1e-5 * np.abs(acts).max())
+    ours = fn(jm, x, target, layer, relu=False, upsample=False)
+    assert ours.shape == (n, *acts.shape[2:]) and ours.dtype == jnp.float32
+    # Ablation-CAM's weights (s - s_k) / s are differences of nearly equal scores, which
+    # pytorch-grad-cam rounds to float32: on 512 channels that float32 noise reaches ~4e-4 of
+    # the map (measured on VGG11); on vgg-mini's 128 channels it stays under 1e-5
+    rel = 1e-3 if method == "ablation_cam" and model != "vgg-mini" else 1e-5
+    assert_close(ours, raw[False], rel, key=f"{name} {method} raw")
+    if method in EIGEN_SMOOTH:
+        assert_close(fn(jm, x, target, layer, relu=False, upsample=False, eigen_smooth=True),
+                     raw[True], rel, key=f"{name} {method} eigen_smooth")
+    else:  # Eigen-CAM and Eigen-Grad-CAM are projections already: eigen_smooth is ignored
+        np.testing.assert_array_equal(raw[True], raw[False])
+    if slow or model == "vgg-mini":  # the whole chain (its parts: test_postprocess_is_...)
+        ours_full = fn(jm, x, target, layer, postprocess="pytorch_grad_cam")
+        assert ours_full.shape == x.shape[:3]
+        assert_close(ours_full, full, rel, key=f"{name} {method} postprocess=pytorch_grad_cam")
+
+
+@pytest.mark.parametrize("model", [pytest.param("vgg-mini", marks=pytest.mark.slow),
+                                   pytest.param("vgg11", marks=pytest.mark.slow),
+                                   pytest.param("resnet18", marks=pytest.mark.slow)])
+def test_ablation_of_a_layer_that_can_be_negative(pairs, model):
+    # a layer whose minimum is not 0: a channel is set to min - 1e7 (pytorch-grad-cam's
+    # AblationLayer). Its batch_size=1: with more copies per batch it lowers the value by
+    # another 1e7 per copy (it re-reads the minimum after each edit), which we do not copy.
+    name, jm, tm, _, _, x, target = pairs(model)
+    net = tm.net
+    lyr, layer = {"vgg-mini": lambda: (net.features[22], "features.22"),  # BN, before its ReLU
+                  "vgg11": lambda: (net.features[13], "features.13"),  # conv, before its ReLU
+                  "resnet18": lambda: (net.layer4[-1].bn2, "layer4/1/bn2")}[name]()
+    x, target = x[:1], target[:1]
+    acts = np.asarray(jm(x)[1][layer])
+    assert acts.min() < 0
+    cam = pgc.AblationCAM(model=tm, target_layers=[lyr], batch_size=1)
+    inp = nchw(x)
+    targets = [ClassifierOutputTarget(int(c)) for c in target]
+    try:
+        cam.activations_and_grads(inp)
+        a = cam.activations_and_grads.activations[0].numpy()
+        raw = cam.get_cam_image(inp, lyr, targets, a, None, False)
+    finally:
+        cam.activations_and_grads.release()
+    ours = ablation_cam(jm, x, target, layer, relu=False, upsample=False)
+    assert_close(ours, raw, 1e-5 if name == "vgg-mini" else 1e-3,
+                 key=f"{name} ablation_cam negative layer")
+
+
+@pytest.fixture(scope="session")
+def mini(pairs):
+    """vgg-mini with BatchNorm, imported from a seeded torch twin (faster to build than
+    conftest's randomly initialized one)."""
+    return pairs("vgg-mini")[1]
+
+
+# --- analytic cases --------------------------------------------------------------------------
+# vgg-mini's head is a global average pool and one dense layer: at the last ReLU every gradient
+# is constant over space, g_c = w_c / (h w), and the score is s = sum_c w_c mean(A_c) + b.
+
+@pytest.fixture(scope="session")
+def gap_case(mini):
+    # the dense layer scaled by 20: gradients ~1e-2, so that Grad-CAM++'s 1e-6 does not
+    # dominate its denominator (every term of it is then tested)
+    scaled = jax.tree_util.tree_map_with_path(
+        lambda p, v: v * 20 if "classifier_0" in jax.tree_util.keystr(p) else v, mini.variables)
+    m = mini.with_variables(scaled)
+    x = np.asarray(ji.data.shapes(jax.random.key(3), 2).images)
+    logits, feats = m(x)
+    layer = default_layer(m)
+    a = np.asarray(feats[layer], np.float64)  # [N, h, w, C]
+    target = np.array([3, 5])
+    w = np.asarray(m.params["classifier_0"]["kernel"], np.float64)[:, target].T  # [N, C]
+    b = np.asarray(m.params["classifier_0"]["bias"], np.float64)[target]
+    return m, x, target, layer, a, w, b, np.asarray(logits)[np.arange(2), target]
+
+
+def test_analytic_gap_head(gap_case):
+    m, x, target, layer, a, w, b, s = gap_case
+    hw = a.shape[1] * a.shape[2]
+    g = w / hw  # [N, C], the same at every position
+    total = a.sum((1, 2))  # [N, C]
+    np.testing.assert_allclose((w * a.mean((1, 2))).sum(1) + b, s, rtol=1e-5)
+    def run(fn, **kw):
+        return np.asarray(fn(m, x, target, layer, relu=False, upsample=False, **kw))
+    mapped = lambda weights: np.einsum("nhwc,nc->nhw", a, weights)  # noqa: E731
+    check = lambda ours, expected: np.testing.assert_allclose(  # noqa: E731
+        ours, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    assert (np.abs(total * g) / 2 > 0.05).mean() > 0.2  # the sum(A) g^3 term matters in alpha
+    # HiResCAM = Grad-CAM = CAM / (h w) when the gradient is constant over space
+    check(run(hires_cam), mapped(g))
+    check(np.asarray(ji.grad_cam(m, x, target, layer, relu=False, upsample=False)), mapped(g))
+    check(np.asarray(ji.cam(m, x, target, upsample=False)) / hw, mapped(g))
+    # XGrad-CAM: sum(g A) / sum(A) = g
+    check(run(xgrad_cam), mapped(g * total / (total + 1e-7)))
+    # Layer-CAM: sum_c relu(g_c) A_c; with A >= 0 the element-wise variant is the same
+    check(run(layer_cam), mapped(np.maximum(g, 0)))
+    check(run(grad_cam_elementwise), mapped(np.maximum(g, 0)))
+    # Grad-CAM++: weight h w relu(g) g^2 / (2 g^2 + sum(A) g^3 + 1e-6), 0 where g = 0
+    alpha = g ** 2 / (2 * g ** 2 + total * g ** 3 + 1e-6)
+    assert np.median(1e-6 / (2 * g ** 2)) < 1e-2  # and the epsilon does not dominate it
+    check(run(grad_cam_plus_plus), mapped(hw * np.maximum(g, 0) * np.where(g != 0, alpha, 0)))
+    # Ablation-CAM: zeroing channel c removes w_c mean(A_c) from s
+    assert (a.min((1, 2, 3)) == 0).all()
+    ablated = mapped(w * a.mean((1, 2)) / s[:, None])
+    check(run(ablation_cam), ablated)
+    check(run(ablation_cam, batch_size=7), ablated)  # chunks that do not divide 128
+
+
+def linear_model(p, c, w):
+    """A wrapped function model whose layer "maps" is `x @ p + c` (`p` `[3, C]`: each channel a
+    mix of the colours) under a global-average-pool + dense head `w` `[C, K]`."""
+    def fn(params, x):
+        a = x @ params["p"] + params["c"]
+        return a.mean((1, 2)) @ params["w"], {"maps": a}
+
+    return ji.wrap(fn, {"p": p, "c": c, "w": w}, input_size=(8, 8))
+
+
+def test_analytic_rank_one_projection():
+    # p = e_red v^T: the layer is x_red v + c, rank one after centring, its projection
+    # +-(x_red - mean) |v|
+    rng = np.random.default_rng(1)
+    v, c = rng.normal(size=6).astype(np.float32), rng.normal(size=6).astype(np.float32)
+    w = rng.normal(size=(6, 4)).astype(np.float32)
+    m = linear_model(np.outer([1, 0, 0], v).astype(np.float32), c, w)
+    x = rng.random((3, 8, 8, 3), dtype=np.float32)
+    red = x[..., 0] - x[..., 0].mean((1, 2), keepdims=True)  # [N, 8, 8]
+    target = np.array([0, 1, 3])
+    ours = np.asarray(eigen_cam(m, x, None, "maps", relu=False, upsample=False))
+    expected = red * np.linalg.norm(v)  # up to the sign of the singular vector
+    sign = np.sign((ours * expected).sum((1, 2)))[:, None, None]
+    np.testing.assert_allclose(ours, sign * expected, atol=1e-5)
+    corrected = np.asarray(eigen_cam(m, x, None, "maps", relu=False, upsample=False,
+                                     sign_correction=True))
+    flip = np.abs(expected.min((1, 2))) > np.abs(expected.max((1, 2)))
+    np.testing.assert_allclose(corrected, np.where(flip[:, None, None], -expected, expected),
+                               atol=1e-5)
+    # Eigen-Grad-CAM: g A = (x_red v + c) w_t / 64, rank one along v * w_t
+    wt = w[:, target].T  # [N, C]
+    ours = np.asarray(eigen_grad_cam(m, x, target, "maps", relu=False, upsample=False,
+                                     sign_correction=True))
+    expected = red * np.linalg.norm(v * wt, axis=1)[:, None, None] / 64
+    flip = np.abs(expected.min((1, 2))) > np.abs(expected.max((1, 2)))
+    np.testing.assert_allclose(ours, np.where(flip[:, None, None], -expected, expected),
+                               atol=1e-6)
+    # eigen_smooth of Layer-CAM: relu(g) A, rank one along relu(w_t) * v
+    ours = np.asarray(layer_cam(m, x, target, "maps", relu=False, upsample=False,
+                                eigen_smooth=True, sign_correction=True))
+    expected = red * np.linalg.norm(np.maximum(wt, 0) * v, axis=1)[:, None, None] / 64
+    flip = np.abs(expected.min((1, 2))) > np.abs(expected.max((1, 2)))
+    np.testing.assert_allclose(ours, np.where(flip[:, None, None], -expected, expected),
+                               atol=1e-6)
+
+
+def test_score_cam_analytic():
+    # the score is linear in the image, so every masked score has a closed form
+    rng = np.random.default_rng(2)
+    p = rng.random((3, 5)).astype(np.float32)
+    c = rng.normal(size=5).astype(np.float32)
+    w = (20 * rng.normal(size=(5, 3))).astype(np.float32)
+    m = linear_model(p, c, w)
+    x = rng.random((2, 8, 8, 3)).astype(np.float32)
+    target = np.array([2, 0])
+    a = x.astype(np.float64) @ p + c  # [N, 8, 8, C]; the layer has the input's size, so the
+    lo, hi = a.min((1, 2), keepdims=True), a.max((1, 2), keepdims=True)  # upsampling is exact
+    mask = (a - lo) / (hi - lo + 1e-8)  # [N, 8, 8, C]
+    masked = x[:, None] * np.moveaxis(mask, -1, 1)[..., None]  # [N, C, 8, 8, 3]
+    scores = np.einsum("nkc,cn->nk", (masked @ p).mean((2, 3)) + c, w[:, target])  # [N, C]
+    weights = np.exp(scores - scores.max(1, keepdims=True))
+    weights /= weights.sum(1, keepdims=True)
+    assert weights.max() > 2 * weights.min()  # not uniform: the scores matter
+    expected = np.einsum("nhwc,nc->nhw", a, weights)
+    for bs in (None, 2):  # 2 does not divide 5 channels
+        ours = np.asarray(score_cam(m, x, target, "maps", relu=False, upsample=False,
+                                    batch_size=bs))
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_align_corners_matrix_is_torch_upsampling():
+    t = torch.nn.UpsamplingBilinear2d(size=(11, 7))
+    a = np.random.default_rng(0).random((1, 1, 3, 4), dtype=np.float32)
+    theirs = t(torch.from_numpy(a))[0, 0].numpy()
+    ry, rx = cams._align_corners_matrix(11, 3, jnp.float32), cams._align_corners_matrix(7, 4,
+                                                                                      jnp.float32)
+    np.testing.assert_allclose(ry @ a[0, 0] @ rx.T, theirs, atol=1e-6)
+
+
+def test_postprocess_is_pytorch_grad_cams():
+    # BaseCAM.compute_cam_per_layer + aggregate_multi_layers on one layer: ReLU,
+    # scale_cam_image with cv2.resize (INTER_LINEAR), ReLU, scale_cam_image
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    cam = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    for size in ((20, 12), (7, 4), (5, 3), (3, 2)):  # up by integers, up, same, down
+        theirs = scale_cam_image(np.maximum(scale_cam_image(np.maximum(cam, 0), size[::-1]), 0))
+        ours = cams._finish(jnp.asarray(cam), size, True, True, "bilinear", "pytorch_grad_cam")
+        np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=str(size))
+
+
+# --- batching, jit, vmap, options --------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mini_x():
+    return np.asarray(ji.data.shapes(jax.random.key(4), 3).images)
+
+
+@pytest.mark.parametrize("method", [
+    pytest.param("grad_cam_plus_plus", marks=pytest.mark.slow),
+    pytest.param("eigen_cam", marks=pytest.mark.slow), "score_cam",
+    pytest.param("ablation_cam", marks=pytest.mark.slow)])
+def test_examples_are_independent(mini, mini_x, method):
+    fn, x, target = OURS[method], mini_x, np.array([1, 4, 6])
+    kw = {"batch_size": 40} if method in FORWARD_HEAVY else {}
+    batch = np.asarray(fn(mini, x, target, **kw))
+    assert batch.shape == x.shape[:3] and np.isfinite(batch).all() and batch.max() > 0
+    one = np.asarray(fn(mini, x[1:2], target[1:2], **kw))
+    np.testing.assert_allclose(one[0], batch[1], rtol=1e-5, atol=1e-6 * np.abs(batch).max())
+
+
+@pytest.mark.parametrize("method", ["eigen_cam", "grad_cam_plus_plus"])
+def test_jit_and_vmap(mini, mini_x, method):
+    fn, x, target = OURS[method], jnp.asarray(mini_x[:2]), jnp.asarray([1, 4])
+    kw = {"batch_size": 40} if method in FORWARD_HEAVY else {}
+    batch = np.asarray(fn(mini, x, target, **kw))
+    jitted = jax.jit(lambda x, t: fn(mini, x, t, **kw))(x, target)
+    np.testing.assert_allclose(jitted, batch, rtol=1e-5, atol=1e-6 * np.abs(batch).max())
+    mapped = jax.vmap(lambda xi, ti: fn(mini, xi[None], ti[None], **kw)[0])(x, target)
+    np.testing.assert_allclose(mapped, batch, rtol=1e-4, atol=1e-5 * np.abs(batch).max())
+
+
+def test_one_compilation_per_configuration(mini, mini_x):
+    x = mini_x[:2]
+    layer_cam(mini, x, np.array([0, 1]))
+    size = cams._cams._cache_size()
+    layer_cam(mini, x, np.array([2, 7]))  # new classes: the same program
+    assert cams._cams._cache_size() == size
+
+    def third(logits, feats):
+        return logits[:, 3]
+
+    by_class = np.asarray(layer_cam(mini, x, np.array([3, 3])))
+    np.testing.assert_allclose(layer_cam(mini, x, third), by_class, rtol=1e-6)
+    layer_cam(mini, x, third)  # the same callable again: no new program
+    assert cams._cams._cache_size() == size + 1
+
+
+def test_postprocess_and_options(mini, mini_x):
+    x, t = mini_x[:2], np.array([0, 1])
+    raw = np.asarray(layer_cam(mini, x, t, relu=False, upsample=False))
+    ours = np.asarray(layer_cam(mini, x, t))
+    np.testing.assert_allclose(ours, np.asarray(cams._resize(jnp.maximum(jnp.asarray(raw), 0),
+                                                             x.shape[1:3], "bilinear")),
+                               rtol=1e-6, atol=1e-7)
+    pp = np.asarray(layer_cam(mini, x, t, postprocess="pytorch_grad_cam"))
+    assert pp.min() >= 0 and np.allclose(pp.max((1, 2)), 1, atol=1e-5)
+    nearest = np.asarray(layer_cam(mini, x, t, interpolation="nearest"))
+    np.testing.assert_allclose(nearest[:, ::8, ::8], np.maximum(raw, 0), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="postprocess must be one of"):
+        layer_cam(mini, x, t, postprocess="opencv")
+    with pytest.raises(ValueError, match="relu=False needs postprocess='jaxinterp'"):
+        layer_cam(mini, x, t, relu=False, postprocess="pytorch_grad_cam")
+    with pytest.raises(ValueError, match="interpolation"):
+        layer_cam(mini, x, t, interpolation="cubic")
+    with pytest.raises(ValueError, match="batch_size"):
+        score_cam(mini, x, t, batch_size=0)
+    with pytest.raises(ValueError, match="spatial layer"):
+        layer_cam(mini, x, t, layer="classifier.0")
+    with pytest.raises(ValueError, match="target is required"):
+        layer_cam(mini, x, None)
+    assert eigen_cam(mini, x).shape == x.shape[:3]  # no target needed
+
