@@ -8,6 +8,9 @@ from jaxinterp._xla import compiler_options
 from jaxinterp.attribution import (cam, deconvnet, deeplift, deeplift_shap, grad_cam,
                                    guided_backprop, guided_grad_cam, input_x_gradient,
                                    integrated_gradients, lrp, occlusion, saliency, smooth_grad)
+from jaxinterp.attribution.cams import (ablation_cam, eigen_cam, eigen_grad_cam,
+                                        grad_cam_elementwise, grad_cam_plus_plus, hires_cam,
+                                        layer_cam, score_cam, xgrad_cam)
 from jaxinterp.optvis import Yosinski, objectives, optimize, visualize, visualize_units
 from jaxinterp.synthesis import deepdream, gram, invert, style_transfer, texture
 from jaxinterp.checks import check_images
@@ -43,6 +46,15 @@ __all__ = [
     "cam",
     "compiler_options",
     "deconvnet",
+    "ablation_cam",
+    "eigen_cam",
+    "eigen_grad_cam",
+    "grad_cam_elementwise",
+    "grad_cam_plus_plus",
+    "hires_cam",
+    "layer_cam",
+    "score_cam",
+    "xgrad_cam",
     "deeplift",
     "deeplift_shap",
     "lrp",

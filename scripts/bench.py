@@ -310,7 +310,7 @@ def bench_relevance(reps, quick) -> list[dict]:
     are right), VGG16 at 224², N images per call, both sides in one interleaved run."""
     import torch
     from captum import attr as ca
-    from torch_vgg import identity_before_maxpool
+    from torch_vgg import Logits, identity_before_maxpool
     from zennit_shim import import_zennit
 
     zennit = import_zennit()
@@ -318,15 +318,6 @@ def bench_relevance(reps, quick) -> list[dict]:
     jm, tm, net, x, t, layer = setup("vgg16", n)
     fixed = identity_before_maxpool(net).eval()
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (jm.preprocess.mean, jm.preprocess.std))
-
-    class Logits(torch.nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            out = self.net(x)
-            return out[0] if isinstance(out, tuple) else out
 
     def normalized(x):
         return (torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2) - mean) / std

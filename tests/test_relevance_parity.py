@@ -27,7 +27,7 @@ import jaxinterp as ji  # noqa: E402
 from test_attribution_parity import assert_close, nchw, to_nhwc  # noqa: E402
 from torch_resnet import identity_before_maxpool as resnet_twin  # noqa: E402
 from torch_resnet import seeded_resnet  # noqa: E402
-from torch_vgg import Normalized, export_pair, seeded_vgg  # noqa: E402
+from torch_vgg import Logits, Normalized, export_pair, seeded_vgg  # noqa: E402
 from torch_vgg import identity_before_maxpool as vgg_twin  # noqa: E402
 from zennit_shim import import_zennit  # noqa: E402
 
@@ -36,18 +36,6 @@ SIZE = 32
 
 # ---------------------------------------------------------------------------------------------
 # models, built once per module and only when a test asks for them (VGG16 only in the slow run)
-
-
-class Logits(nn.Module):
-    """`TorchVGG` returns `(logits, feats)`; zennit's attributor needs the logits alone."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        out = self.net(x)
-        return out[0] if isinstance(out, tuple) else out
 
 
 def cast64(jm):

@@ -142,3 +142,16 @@ def identity_before_maxpool(net):
         layers.append(layer)
     twin.features = nn.Sequential(*layers)
     return twin.eval()
+
+
+class Logits(nn.Module):
+    """A torch net's logits alone (`TorchVGG` returns `(logits, feats)`; zennit's attributor
+    and Captum need the logits)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        out = self.net(x)
+        return out[0] if isinstance(out, tuple) else out

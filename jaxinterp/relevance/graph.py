@@ -31,6 +31,8 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp.rules import _sub_jaxprs  # the jaxprs nested in a primitive's params
+
 _INLINE = ("jit", "pjit", "closed_call", "core_call", "checkpoint", "remat", "remat2",
            "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_lin")
 ELEMENTWISE = frozenset((
@@ -119,15 +121,6 @@ class Graph:
     def active(self, i) -> bool:
         """Whether `i` carries a cotangent: depends on x and is a float."""
         return not isinstance(i, Lit) and i in self.dep and self.is_float(i)
-
-
-def _sub_jaxprs(params):
-    for v in params.values():
-        for item in (v if isinstance(v, (tuple, list)) else (v,)):
-            if isinstance(item, jax.extend.core.ClosedJaxpr):
-                yield item.jaxpr, item.consts
-            elif isinstance(item, jax.extend.core.Jaxpr):
-                yield item, ()
 
 
 def _join(prefix, stack):
