@@ -8,9 +8,12 @@ from jaxinterp._xla import compiler_options
 from jaxinterp.attribution import (cam, deconvnet, deeplift, deeplift_shap, grad_cam,
                                    guided_backprop, guided_grad_cam, input_x_gradient,
                                    integrated_gradients, lrp, occlusion, saliency, smooth_grad)
+from jaxinterp.attribution.shapley import (feature_ablation, gradient_shap, kernel_shap, lime,
+                                           shapley_sampling, shapley_values)
 from jaxinterp.attribution.cams import (ablation_cam, eigen_cam, eigen_grad_cam,
                                         grad_cam_elementwise, grad_cam_plus_plus, hires_cam,
-                                        layer_cam, score_cam, xgrad_cam)
+                                        full_grad, layer_cam, score_cam, xgrad_cam)
+from jaxinterp.attribution.pair import blur_ig, guided_ig, xrai
 from jaxinterp.optvis import Yosinski, objectives, optimize, visualize, visualize_units
 from jaxinterp.synthesis import deepdream, gram, invert, style_transfer, texture
 from jaxinterp.checks import check_images
@@ -57,6 +60,16 @@ __all__ = [
     "xgrad_cam",
     "deeplift",
     "deeplift_shap",
+    "feature_ablation",
+    "full_grad",
+    "blur_ig",
+    "guided_ig",
+    "xrai",
+    "gradient_shap",
+    "kernel_shap",
+    "lime",
+    "shapley_sampling",
+    "shapley_values",
     "lrp",
     "relevance",
     "evaluation",

@@ -3,8 +3,9 @@
     python scripts/attribution_eval.py [--n 500] [--rand-n 64] [--out docs/attribution_eval.json]
 
 1. On `n` held-out `shapes` images (the model's test seed, past the recorded 2,000): pointing
-   game (the heat map's maximum inside the object mask) and the fraction of attribution mass
-   inside the mask, with the true class as target.
+   game (the heat map's maximum inside the object mask), the fraction of attribution mass
+   inside the mask, and the deletion / insertion AUCs (`evaluation.deletion_insertion`, 16
+   steps, RISE's blur), with the true class as target.
 2. The model-randomization check of Adebayo et al. (2018): re-initialize the top k weight layers
    (k = 1 … all) and report the mean Spearman rank correlation of each method's heat map with
    the trained model's. A method that keeps its maps under randomization is not explaining the
@@ -68,9 +69,13 @@ def main(argv=None):
         results = {k: {n: v for n, v in old[k].items() if n not in only} for k in results}
     for name, f in tqdm(methods(only).items(), desc="ground truth"):
         a = batched(f, m, x, y)
+        curves = [ev.deletion_insertion(m, x[i:i + 50], y[i:i + 50], a[i:i + 50])
+                  for i in range(0, len(y), 50)]
         results["ground_truth"][name] = {
             "pointing": float(ev.pointing_game(a, mask).mean()),
-            "mass_inside": float(ev.mass_inside(a, mask).mean())}
+            "mass_inside": float(ev.mass_inside(a, mask).mean()),
+            **{f"{c}_auc": float(np.concatenate([d[f"{c}_auc"] for d in curves]).mean())
+               for c in ("deletion", "insertion")}}
     area = float(mask.mean())
 
     depth_all = sum(1 for s in m.specs if s.kind in ("conv", "dense"))
@@ -85,11 +90,13 @@ def main(argv=None):
     names = list(methods())
     print(f"\nGround truth on {args.n} held-out shapes images (object covers {100 * area:.1f}% "
           "of pixels on average):\n")
-    print("| method | pointing game | attribution mass inside the object |")
-    print("|---|---|---|")
+    print("| method | pointing game | attribution mass inside the object | deletion AUC "
+          "(lower is better) | insertion AUC (higher is better) |")
+    print("|---|---|---|---|---|")
     for n in names:
         r = results["ground_truth"][n]
-        print(f"| {n} | {100 * r['pointing']:.1f}% | {100 * r['mass_inside']:.1f}% |")
+        print(f"| {n} | {100 * r['pointing']:.1f}% | {100 * r['mass_inside']:.1f}% | "
+              f"{r['deletion_auc']:.3f} | {r['insertion_auc']:.3f} |")
     top = [s.alias or s.name for s in m.specs if s.kind in ("conv", "dense")][::-1]
     print(f"\nCascading randomization on {args.rand_n} images: mean Spearman correlation with the "
           "trained model's heat map after re-initializing the layers from the top down to:\n")

@@ -51,13 +51,15 @@ import numpy as np  # noqa: E402
 
 import jaxinterp as ji  # noqa: E402
 
-# the relevance methods have their own section (peers: Captum's DeepLift, zennit)
+# the relevance methods have their own section (peers: Captum's DeepLift, zennit), and so
+# have the peers' other methods (pytorch-grad-cam's CAMs, Captum's Shapley family, PAIR's)
 RELEVANCE = ("deeplift", "lrp")
-# every registered method except CAM (vgg-mini only; no Captum peer) and the relevance methods,
-# and occlusion without the incremental pass
-METHODS = tuple(n for n in ji.attribution.METHODS if n not in ("cam",) + RELEVANCE) + (
-    "occlusion_full",)
-MULTI = tuple(n for n, m in ji.attribution.METHODS.items() if m.chunked) + ("occlusion_full",)
+# the methods with a Captum peer (not CAM: vgg-mini only, no Captum peer), and occlusion
+# without the incremental pass
+METHODS = ("saliency", "input_x_gradient", "deconvnet", "guided_backprop", "grad_cam",
+           "guided_grad_cam", "smooth_grad", "integrated_gradients", "occlusion",
+           "occlusion_full")
+MULTI = tuple(n for n in METHODS if ji.attribution.METHODS[n.removesuffix("_full")].chunked)
 # our rows with the same Captum call as another row (whose Captum chunking they reuse)
 CAPTUM_SAME = {"occlusion_full": "occlusion"}
 # per model: input side, images per call (single-pass, multi-pass), occlusion window / stride

@@ -1,6 +1,7 @@
 """The pytorch-grad-cam family (`jaxinterp.attribution.cams`): parity with pytorch-grad-cam's own
-classes on identical weights (VGG11 and ResNet-18), analytic cases on a GAP + linear head and a
-rank-one layer, batching, jit and vmap."""
+classes on identical weights (VGG11, VGG11_bn and ResNet-18; FullGrad, several layers,
+aug_smooth), analytic cases on a GAP + linear head and a rank-one layer, FullGrad's
+completeness, batching, jit and vmap."""
 
 import jax
 import jax.numpy as jnp
@@ -21,11 +22,12 @@ import jaxinterp as ji  # noqa: E402
 from jaxinterp.attribution import cams  # noqa: E402
 from jaxinterp.attribution.core import default_layer  # noqa: E402
 from jaxinterp.attribution.cams import (ablation_cam, eigen_cam, eigen_grad_cam,  # noqa: E402
+                                        full_grad, full_grad_terms,
                                         grad_cam_elementwise, grad_cam_plus_plus, hires_cam,
                                         layer_cam, score_cam, xgrad_cam)
 from test_attribution_parity import nchw  # noqa: E402
 from torch_resnet import seeded_resnet  # noqa: E402
-from torch_vgg import Normalized, make_pair  # noqa: E402
+from torch_vgg import Normalized, export_pair, make_pair, seeded_vgg  # noqa: E402
 
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
@@ -76,6 +78,12 @@ def build_pair(name, tmp_path_factory):
         jm, tm, net = make_pair("vgg11", tmp_path_factory, num_classes=10, hidden=64)
         x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
         lyr, layer = net.features[14], "features.14"  # relu, 4x4x512
+    elif name == "vgg11_bn":  # make_pair's seeding, with BatchNorm (random statistics)
+        net = seeded_vgg("vgg11", 0, dense_std=0.05, bias_std=0.1, num_classes=10, hidden=64,
+                         batch_norm=True)
+        jm, tm, net = export_pair(net, "vgg11_bn", tmp_path_factory)
+        x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+        lyr, layer = net.features[20], "features.20"  # relu, 4x4x512
     else:
         net = seeded_resnet("resnet18", 0)
         d = tmp_path_factory.mktemp("resnet18")
@@ -424,3 +432,243 @@ def test_postprocess_and_options(mini, mini_x):
         layer_cam(mini, x, None)
     assert eigen_cam(mini, x).shape == x.shape[:3]  # no target needed
 
+
+
+# --- several layers, aug_smooth, FullGrad --------------------------------------------------
+
+@pytest.fixture
+def sign_corrected(monkeypatch):
+    """pytorch-grad-cam's `get_2d_projection` with each map flipped so that its largest magnitude
+    is positive (our `sign_correction=True`). The SVD's own sign depends on the LAPACK build:
+    NumPy's OpenBLAS and SciPy's (which JAX on CPU calls) give opposite signs for some maps
+    (measured: Layer-CAM at VGG11's features.9, one image of two), so eigen_smooth parity is
+    tested with the sign fixed on both sides."""
+    import sys
+
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    def corrected(a):
+        p = get_2d_projection(a)
+        flip = np.abs(p.min((1, 2))) > np.abs(p.max((1, 2)))
+        return np.where(flip[:, None, None], -p, p).astype(np.float32)
+
+    modules = [mod for name, mod in list(sys.modules.items())  # each CAM imports it by name
+               if name.startswith("pytorch_grad_cam.") and not name.endswith(".utils")
+               and getattr(mod, "get_2d_projection", None) is get_2d_projection]
+    assert len(modules) >= 8
+    for mod in modules:
+        monkeypatch.setattr(mod, "get_2d_projection", corrected)
+
+
+def theirs_full_grad(tm, x, target, eigen_smooth=(False,)):
+    """pytorch-grad-cam's FullGrad from one forward and backward pass: its terms before the
+    absolute value (`x dS/dx` and `b dS/dz` per biased layer, in its order) and its output
+    (`compute_cam_per_layer` + `aggregate_multi_layers`) with and without eigen_smooth."""
+    cam = pgc.FullGrad(model=tm, target_layers=[])
+    inp = nchw(x).detach().requires_grad_(True)
+    targets = [ClassifierOutputTarget(int(c)) for c in target]
+    try:
+        outputs = cam.activations_and_grads(inp)
+        tm.zero_grad()
+        sum(t(o) for t, o in zip(targets, outputs)).backward(retain_graph=True)
+        terms = [b[None, :, None, None] * g.numpy()
+                 for b, g in zip(cam.bias_data, cam.activations_and_grads.gradients)]
+        full = {e: cam.aggregate_multi_layers(cam.compute_cam_per_layer(inp, targets, e))
+                for e in eigen_smooth}
+    finally:
+        cam.activations_and_grads.release()
+    return (inp.grad * inp).detach().numpy(), terms, full
+
+
+# conv biases only (VGG11), conv biases and BatchNorm (VGG11_bn), BatchNorm only (ResNet-18)
+BIASED_LAYERS = {"vgg11": 8, "vgg11_bn": 16, "resnet18": 20}
+
+
+# the default run: ResNet-18 (BatchNorm biases; the completeness test below checks conv and
+# BatchNorm biases on vgg-mini); VGG11_bn (conv + BatchNorm, eigen_smooth, ~50 s) is slow
+@pytest.mark.parametrize("model", [pytest.param("vgg11", marks=pytest.mark.slow),
+                                   pytest.param("vgg11_bn", marks=pytest.mark.slow),
+                                   "resnet18"])  # VGG11_bn has VGG11's conv biases too
+def test_full_grad_parity(pairs, sign_corrected, model):
+    name, jm, tm, _, _, x, target = pairs(model)
+    eigen = (False, True) if model == "vgg11_bn" else (False,)
+    inp, terms, full = theirs_full_grad(tm, x, target, eigen)
+    # the terms, layer by layer: which layers, each bias (BatchNorm's effective one), its gradient
+    ours_inp, ours_terms = full_grad_terms(jm, x, target)
+    assert len(ours_terms) == len(terms) == BIASED_LAYERS[model]
+    assert_close(np.asarray(ours_inp).transpose(0, 3, 1, 2), inp, key=f"{name} full_grad input")
+    for (layer, ours), theirs_ in zip(ours_terms.items(), terms):
+        assert_close(np.asarray(ours).transpose(0, 3, 1, 2), theirs_, key=f"{name} full_grad "
+                     f"{layer}")
+    assert_close(full_grad(jm, x, target, postprocess="pytorch_grad_cam"), full[False],
+                 key=f"{name} full_grad postprocess=pytorch_grad_cam")
+    if True in eigen:
+        assert_close(full_grad(jm, x, target, postprocess="pytorch_grad_cam", eigen_smooth=True,
+                               sign_correction=True), full[True],
+                     key=f"{name} full_grad eigen_smooth")
+        # postprocess="jaxinterp": the unscaled maps' sum, each layer's upsampled (cv2's
+        # INTER_LINEAR is the same bilinear upsampling)
+        import cv2
+
+        size = x.shape[2:0:-1]
+        expected = np.abs(inp).sum(1) + sum(
+            np.stack([cv2.resize(m, size) for m in np.abs(t).sum(1)]) for t in terms)
+        assert_close(full_grad(jm, x, target), expected, key=f"{name} full_grad jaxinterp")
+
+
+@pytest.mark.parametrize("model", ["vgg-mini", "resnet18"])
+def test_full_grad_completeness(pairs, model):
+    # ReLUs, max pooling, BatchNorm in inference and dense layers: the score is the input term
+    # plus every bias term, the biases FullGrad takes (convolutions, BatchNorm's effective bias)
+    # and the two it leaves out: the preprocessing's offset -mean/std and the dense layer's bias
+    _, jm, _, _, _, x, target = pairs(model)
+    inp, terms = full_grad_terms(jm, x, target)
+    rows = np.arange(len(target))
+    score = np.asarray(jm(x)[0])[rows, target]
+    g = np.asarray(jax.grad(lambda x: jm(x, check=False)[0][rows, target].sum())(jnp.asarray(x)))
+    pre = jm.preprocess
+    assert pre.channel_order == "RGB"
+    offset = -(g * np.asarray(pre.mean) / pre.scale).sum((1, 2, 3))  # (-mean/std) * dS/d(input)
+    head = jm.params["classifier_0"] if model == "vgg-mini" else jm.variables["params"]["fc"]
+    parts = [np.asarray(inp).sum((1, 2, 3)), offset, np.asarray(head["bias"])[target]]
+    parts += [np.asarray(t, np.float64).sum((1, 2, 3)) for t in terms.values()]
+    assert np.abs(np.asarray(parts[3:])).max() > 0.1 * np.abs(score).max()  # biases matter
+    # measured: 2e-8 (vgg-mini), 1.4e-7 (ResNet-18) of the terms' magnitudes
+    np.testing.assert_allclose(np.sum(parts, 0), score, rtol=0,
+                               atol=1e-5 * np.abs(np.asarray(parts)).sum(0).max())
+
+
+def test_full_grad_wrapped_model_and_options():
+    # a = x p + c under a GAP + dense head without bias: S = sum(x dS/dx) + sum(c dS/da)
+    rng = np.random.default_rng(5)
+    p, c = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    m = linear_model(p, c, rng.normal(size=(4, 3)).astype(np.float32))
+    x, target = rng.random((2, 8, 8, 3), dtype=np.float32), np.array([1, 2])
+    with pytest.raises(ValueError, match="pass biases="):
+        full_grad(m, x, target)
+    inp, terms = full_grad_terms(m, x, target, biases={"maps": c})
+    score = np.asarray(m(x)[0])[np.arange(2), target]
+    np.testing.assert_allclose(np.asarray(inp).sum((1, 2, 3)) + terms["maps"].sum((1, 2, 3)),
+                               score, rtol=1e-5, atol=1e-5)
+    ours = np.asarray(full_grad(m, x, target, biases={"maps": c}))
+    expected = np.abs(inp).sum(-1) + np.abs(terms["maps"]).sum(-1)  # the layer is input-sized
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6 * expected.max())
+    with pytest.raises(ValueError, match="bias of shape"):
+        full_grad(m, x, target, biases={"maps": c[:3]})
+    with pytest.raises(ValueError, match="too small"):  # eigen_smooth projects at 1/8
+        full_grad(m, x[:, :4, :4], target, biases={"maps": c}, eigen_smooth=True)
+    with pytest.raises(ValueError, match="relu=False needs"):
+        full_grad(m, x, target, biases={"maps": c}, relu=False, postprocess="pytorch_grad_cam")
+
+
+def two_layer_model(seed):
+    """A wrapped function model, not flip-equivariant (a position-dependent offset) nor
+    homogeneous: layers "maps" (`x @ p + c + offset`, 8x8) and "pooled" (its 2x2 averages,
+    4x4) under ReLU, GAP and a dense layer."""
+    rng = np.random.default_rng(seed)
+    params = {"p": rng.normal(size=(3, 6)), "offset": rng.normal(size=(8, 8, 6)),
+              "c": rng.normal(size=6) + 0.5, "w": rng.normal(size=(6, 4))}
+
+    def fn(params, x):
+        a = x @ params["p"] + params["c"] + params["offset"]
+        n, h, w, k = a.shape
+        b = a.reshape(n, h // 2, 2, w // 2, 2, k).mean((2, 4))
+        return jax.nn.relu(b).mean((1, 2)) @ params["w"], {"maps": a, "pooled": b}
+
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    return ji.wrap(fn, params, input_size=(8, 8)), rng
+
+
+@pytest.mark.parametrize("method", ["hires_cam", "score_cam"])
+def test_several_layers_aggregate_as_pytorch_grad_cam(method):
+    # each layer's raw map as one layer gives it, aggregated: jaxinterp's mean of the upsampled
+    # maps, and pytorch-grad-cam's own compute_cam_per_layer + aggregate_multi_layers steps
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    m, rng = two_layer_model(8)
+    x, target, fn, layers = rng.random((2, 8, 8, 3), dtype=np.float32), np.array([0, 3]), \
+        OURS[method], ["maps", "pooled"]
+    raw = [np.asarray(fn(m, x, target, k, relu=False, upsample=False)) for k in layers]
+    assert raw[0].shape == (2, 8, 8) and raw[1].shape == (2, 4, 4)
+    assert all((r < 0).any() and (r > 0).any() for r in raw)  # the ReLUs matter
+    def up(r):  # as one layer: ReLU (relu=True), then the upsampling
+        return np.asarray(cams._resize(jnp.asarray(r), (8, 8), "bilinear"))
+
+    ours = np.asarray(fn(m, x, target, layers, relu=False))
+    expected = (up(raw[0]) + up(raw[1])) / 2
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+    ours = np.asarray(fn(m, x, target, tuple(layers)))
+    expected = (up(np.maximum(raw[0], 0)) + up(np.maximum(raw[1], 0))) / 2
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6 * expected.max())
+    per_layer = [scale_cam_image(np.maximum(r, 0), (8, 8))[:, None] for r in raw]
+    theirs_ = pgc.GradCAM.aggregate_multi_layers(None, per_layer)
+    assert_close(fn(m, x, target, layers, postprocess="pytorch_grad_cam"), theirs_)
+    with pytest.raises(ValueError, match="one resolution"):
+        fn(m, x, target, layers, upsample=False)
+    with pytest.raises(ValueError, match="empty list"):
+        fn(m, x, target, [])
+
+
+def test_aug_smooth_is_the_mean_of_flipped_back_maps():
+    # ttach's 6 augmentations by hand, on images in [0, 0.9] (so that x 1.1 stays in [0, 1]),
+    # at the layer's resolution and signed (upsample=False, relu=False)
+    m, rng = two_layer_model(7)
+    x, target = 0.9 * rng.random((2, 8, 8, 3), dtype=np.float32), np.array([1, 2])
+    for layer in ("pooled", ["maps", "pooled"]):
+        kw = {"relu": False, "upsample": isinstance(layer, list)}
+        maps = []
+        for flip in (False, True):
+            for factor in (0.9, 1.0, 1.1):
+                xa = (x[:, :, ::-1] if flip else x) * np.float32(factor)
+                cam = np.asarray(hires_cam(m, xa, target, layer, **kw))
+                maps.append(cam[:, :, ::-1] if flip else cam)
+        expected = np.mean(maps, 0)
+        ours = np.asarray(hires_cam(m, x, target, layer, aug_smooth=True, **kw))
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+        assert np.abs(ours - np.asarray(hires_cam(m, x, target, layer, **kw))).max() > 0.01 * \
+            np.abs(expected).max()  # the augmentations change the map
+
+
+# pytorch-grad-cam's whole pipeline (its __call__) on VGG11 at 32x32: several layers
+# (features.9, 8x8, and features.14, 4x4), aug_smooth, and both, with and without eigen_smooth.
+# Not FullGrad with both aug_smooth and eigen_smooth: measured 1.2e-5. FullGrad scales every
+# channel's |b dS/dz| to [0, 1] on its own, so a channel of ~4e-8 (features.18 of one flipped
+# copy: the gradient a near-cancelling sum, 3.5e-3 apart in float32 between torch and XLA) comes
+# out 7e-4 apart; the projection of the 1/8-size maps carries that to the output. Each option
+# alone is tested (eigen_smooth: test_full_grad_parity, 3.8e-6; aug_smooth: here, 1.4e-6).
+AUG_CASES = [pytest.param(method, layers, aug, eigen, marks=[pytest.mark.slow] if slow else [],
+                          id=f"{method}-{'+'.join(map(str, layers)) or 'biases'}-aug={aug}-"
+                          f"eigen={eigen}")
+             for method, layers, aug, eigen, slow in [
+                 ("layer_cam", (9, 14), False, False, True),  # the next case covers it
+                 ("hires_cam", (9, 14), True, True, False),
+                 ("full_grad", (), True, False, False),
+                 ("layer_cam", (9, 14), False, True, True),
+                 ("grad_cam_plus_plus", (14,), True, False, True),
+                 ("eigen_cam", (9, 14), True, False, True)]]
+
+
+@pytest.mark.parametrize("method, layers, aug_smooth, eigen_smooth", AUG_CASES)
+def test_several_layers_and_aug_smooth_parity(pairs, sign_corrected, method, layers, aug_smooth,
+                                              eigen_smooth):
+    name, jm, tm, _, _, x, target = pairs("vgg11")
+    net = tm.net
+    cls = "FullGrad" if method == "full_grad" else THEIRS[method]
+    cam = getattr(pgc, cls)(model=tm, target_layers=[net.features[i] for i in layers])
+    try:
+        theirs_ = cam(input_tensor=nchw(x).detach(), aug_smooth=aug_smooth,
+                      targets=[ClassifierOutputTarget(int(c)) for c in target],
+                      eigen_smooth=eigen_smooth)
+    finally:
+        cam.activations_and_grads.release()
+    kw = {"eigen_smooth": True, "sign_correction": True} if eigen_smooth else {}
+    if method == "full_grad":
+        ours = full_grad(jm, x, target, postprocess="pytorch_grad_cam", aug_smooth=aug_smooth,
+                         **kw)
+    else:
+        if method == "eigen_cam":
+            kw = {"sign_correction": True}
+        ours = OURS[method](jm, x, target, [f"features.{i}" for i in layers],
+                            postprocess="pytorch_grad_cam", aug_smooth=aug_smooth, **kw)
+    assert_close(ours, theirs_, key=f"{name} {method} layers {layers} aug_smooth={aug_smooth} "
+                 f"eigen_smooth={eigen_smooth}")

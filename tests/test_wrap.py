@@ -19,8 +19,15 @@ from jaxinterp import rules
 SIZE = 16
 SMALL = {"smooth_grad": {"samples": 3, "key": jax.random.key(3)},
          "integrated_gradients": {"steps": 4},
-         "occlusion": {"window": 8, "stride": 8}}
-METHODS = [n for n in ji.attribution.METHODS if n != "cam"]
+         "occlusion": {"window": 8, "stride": 8},
+         **{name: {"patch": 8, "samples": 2} for name in ("shapley_sampling", "kernel_shap",
+                                                          "lime")},
+         "feature_ablation": {"patch": 8}, "shapley_values": {"patch": 8},
+         "gradient_shap": {"samples": 2}, "guided_ig": {"steps": 4}, "blur_ig": {"steps": 4},
+         "xrai": {"steps": 4, "segments": np.arange(16).reshape(4, 4).repeat(4, 0).repeat(
+             4, 1)[None] == np.arange(16)[:, None, None]}}
+# not CAM (GAP heads only) nor FullGrad (which needs biases= on a wrapped model; tests/test_cams.py)
+METHODS = [n for n in ji.attribution.METHODS if n not in ("cam", "full_grad")]
 
 
 def maximum_relu(x):
@@ -160,7 +167,8 @@ def test_method_table_on_wrapped_models(wrapped, data, kind, name):
     with jax.disable_jit():
         eager = run(m, name, x, y)
     np.testing.assert_allclose(eager, batch, rtol=1e-4, atol=1e-5 * scale)
-    kw = {"key": jax.random.split(jax.random.key(3), 3)} if name == "smooth_grad" else {}
+    kw = {"key": jax.random.split(jax.random.key(3), 3)} if ji.attribution.METHODS[
+        name].keyed else {}  # one key per example: draws independent of the batch
     batch = run(m, name, x, y, **kw)
     singles = np.concatenate([run(m, name, x[i:i + 1], y[i:i + 1],
                                   **({"key": kw["key"][i:i + 1]} if kw else {}))

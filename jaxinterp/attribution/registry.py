@@ -6,11 +6,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from jaxinterp.attribution import cams
 from jaxinterp.attribution.cam import cam, grad_cam, guided_grad_cam
 from jaxinterp.attribution.gradients import deconvnet, guided_backprop, input_x_gradient, saliency
 from jaxinterp.attribution.noise import smooth_grad
+from jaxinterp.attribution.pair import blur_ig, guided_ig, xrai
 from jaxinterp.attribution.perturbation import integrated_gradients, occlusion
 from jaxinterp.attribution.relevance import deeplift, lrp
+from jaxinterp.attribution.shapley import (feature_ablation, gradient_shap, kernel_shap, lime,
+                                           shapley_sampling, shapley_values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +47,12 @@ class Method:
     summary: str = ""
 
     def __call__(self, m, x, target, *, key=None, batch_size=None, **options) -> Any:
-        """Runs the method, passing `key` / `batch_size` only where it takes them."""
+        """Runs the method, passing `key` / `batch_size` only where it takes them (and
+        `batch_size` only when given: Score-CAM's default chunk is not "everything")."""
         kw = {**self.defaults, **options}
         if self.keyed and key is not None:
             kw["key"] = key
-        if self.chunked:
+        if self.chunked and batch_size is not None:  # else the method's own default
             kw["batch_size"] = batch_size
         return self.fn(m, x, target, **kw)
 
@@ -81,6 +86,44 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            summary="DeepLIFT Rescale from a black baseline (Captum's rules, any model)"),
     Method("lrp", lrp, "pixels",
            summary="LRP, zennit's epsilon_plus_flat composite (any model)"),
+    # the pytorch-grad-cam family, at the last conv block as grad_cam
+    Method("grad_cam_plus_plus", cams.grad_cam_plus_plus, "map", summary="Grad-CAM++"),
+    Method("xgrad_cam", cams.xgrad_cam, "map", summary="XGrad-CAM"),
+    Method("layer_cam", cams.layer_cam, "map", summary="Layer-CAM: sum_c relu(g) A"),
+    Method("hires_cam", cams.hires_cam, "map", summary="HiResCAM: sum_c g A"),
+    Method("grad_cam_elementwise", cams.grad_cam_elementwise, "map",
+           summary="element-wise Grad-CAM: sum_c relu(g A)"),
+    Method("eigen_cam", cams.eigen_cam, "map",
+           summary="Eigen-CAM: first principal component of the activations (class-agnostic)"),
+    Method("eigen_grad_cam", cams.eigen_grad_cam, "map",
+           summary="Eigen-Grad-CAM: first principal component of g A"),
+    Method("score_cam", cams.score_cam, "map", chunked=True,
+           summary="Score-CAM: a masked forward pass per channel"),
+    Method("ablation_cam", cams.ablation_cam, "map", chunked=True,
+           summary="Ablation-CAM: a forward pass per ablated channel"),
+    Method("full_grad", cams.full_grad, "map",
+           summary="FullGrad: |x dS/dx| plus |b dS/dz| of every conv / BatchNorm bias"),
+    # Captum's perturbation and Shapley family over feature masks (default: an 8x8 grid)
+    Method("feature_ablation", feature_ablation, "map", chunked=True, work="patch",
+           summary="feature ablation on an 8x8 grid (Captum's FeatureAblation)"),
+    Method("shapley_sampling", shapley_sampling, "map", keyed=True, chunked=True,
+           work="samples", defaults={"samples": 25},
+           summary="Shapley value sampling, 25 permutations (Captum)"),
+    Method("shapley_values", shapley_values, "map", chunked=True, work="patch",
+           summary="exact Shapley values on a 3x3 grid (Captum's ShapleyValues)"),
+    Method("kernel_shap", kernel_shap, "map", keyed=True, chunked=True, work="samples",
+           defaults={"samples": 25}, summary="KernelSHAP (Captum)"),
+    Method("lime", lime, "map", keyed=True, chunked=True, work="samples",
+           defaults={"samples": 25}, summary="LIME with Captum's defaults (Lasso 0.01)"),
+    Method("gradient_shap", gradient_shap, "pixels", keyed=True, chunked=True, work="samples",
+           defaults={"samples": 5}, summary="GradientSHAP, black baseline by default (Captum)"),
+    # PAIR saliency's path methods and XRAI
+    Method("guided_ig", guided_ig, "pixels", work="steps", defaults={"steps": 200},
+           summary="Guided IG, PAIR's adaptive path (steps run one after another)"),
+    Method("blur_ig", blur_ig, "pixels", chunked=True, work="steps", defaults={"steps": 100},
+           summary="Blur IG: integrated gradients along a Gaussian-blur path (PAIR)"),
+    Method("xrai", xrai, "map", chunked=True, work="steps", defaults={"steps": 100},
+           summary="XRAI: IG regions (Felzenszwalb) ranked greedily (PAIR)"),
 )}
 
 
