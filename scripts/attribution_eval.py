@@ -95,8 +95,9 @@ def main(argv=None):
     print("|---|---|---|---|---|")
     for n in names:
         r = results["ground_truth"][n]
+        curves = [f"{r[c]:.3f}" if c in r else "—" for c in ("deletion_auc", "insertion_auc")]
         print(f"| {n} | {100 * r['pointing']:.1f}% | {100 * r['mass_inside']:.1f}% | "
-              f"{r['deletion_auc']:.3f} | {r['insertion_auc']:.3f} |")
+              f"{curves[0]} | {curves[1]} |")
     top = [s.alias or s.name for s in m.specs if s.kind in ("conv", "dense")][::-1]
     print(f"\nCascading randomization on {args.rand_n} images: mean Spearman correlation with the "
           "trained model's heat map after re-initializing the layers from the top down to:\n")

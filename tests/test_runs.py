@@ -20,8 +20,9 @@ from devices import run_on_devices
 from jaxinterp.data import shapes_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["saliency", "smooth_grad", "grad_cam"]
-OPTIONS = {"smooth_grad": {"samples": 2}}
+# a gradient, a keyed multi-pass, a CAM, a per-channel CAM and a keyed perturbation method
+METHODS = ["saliency", "smooth_grad", "grad_cam", "score_cam", "kernel_shap"]
+OPTIONS = {"smooth_grad": {"samples": 2}, "kernel_shap": {"samples": 8, "patch": 16}}
 
 
 def cli(*args, env=None):
