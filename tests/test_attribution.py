@@ -25,7 +25,9 @@ SMALL = {"smooth_grad": {"samples": 4, "key": jax.random.key(3)},
          "shapley_values": {"patch": 32}, "kernel_shap": {"patch": 16, "samples": 20},
          # alpha: Captum's 0.01 zeroes every coefficient at these random weights' small scores
          "lime": {"patch": 16, "samples": 20, "alpha": 1e-4}, "gradient_shap": {"samples": 3},
-         "guided_ig": {"steps": 8}, "blur_ig": {"steps": 8},
+         # blur_ig: up to sigma 50 a 64x64 image is nearly flat, all near-ties in the max-pool
+         # windows, whose gradient two compilations (jit, eager) may route differently
+         "guided_ig": {"steps": 8}, "blur_ig": {"steps": 8, "max_sigma": 4},
          # fixed regions (a 4x4 grid and its 2x2 coarsening): Felzenszwalb's runs on the host,
          # so under jit xrai takes segments= (tests/test_pair.py checks the default segments)
          "xrai": {"steps": 4, "segments": np.concatenate([
@@ -113,9 +115,11 @@ def test_jit_equals_no_jit_and_tuned_equals_default(mini, data, name, monkeypatc
     user_jit = jax.jit(lambda m, x, y: f(m, x, y))  # inside a user's jit
     np.testing.assert_allclose(user_jit(mini, x, y), want, rtol=1e-5,
                                atol=1e-6 * np.abs(eager).max())
-    # checks on traced values still hold (same shapes: no recompilation)
+    # checks on traced values still hold (same shapes: no recompilation); Eigen-CAM takes no
+    # target
     for bad_y, match in ((y.at[0].set(8), "target 8 out of range"),
-                         (y.at[1].set(-1), "target -1 out of range")):
+                         (y.at[1].set(-1), "target -1 out of range"))[:0 if name == "eigen_cam"
+                                                                       else 2]:
         with pytest.raises(Exception, match=match):
             np.asarray(user_jit(mini, x, bad_y))
     with pytest.raises(Exception, match="NaN or infinite"):

@@ -88,7 +88,7 @@ def _guided_ig(m, x, t, baseline, steps, k, max_dist):
     def step(i, carry):
         x, attr = carry
         grad = input_gradient(mg, t, x.reshape(shape)).reshape(n, -1)
-        alpha = (i + 1).astype(dt) / steps
+        alpha = jnp.asarray(i + 1, dt) / steps  # (a Python int when jit is disabled)
         alpha_min, alpha_max = jnp.maximum(alpha - max_dist, 0), jnp.minimum(alpha + max_dist, 1)
         x_min, x_max = base + diff * alpha_min, base + diff * alpha_max
         l1_target = l1_total * (1 - alpha)
