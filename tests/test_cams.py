@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from gradcam_shim import import_gradcam  # noqa: E402
+import parity_errors  # noqa: E402
 
 try:
     pgc = import_gradcam()
@@ -27,7 +28,7 @@ from jaxinterp.attribution.cams import (ablation_cam, eigen_cam, eigen_grad_cam,
                                         layer_cam, score_cam, xgrad_cam)
 from test_attribution_parity import nchw  # noqa: E402
 from torch_resnet import seeded_resnet  # noqa: E402
-from torch_vgg import Normalized, export_pair, make_pair, seeded_vgg  # noqa: E402
+from torch_vgg import export_pair, make_pair, seeded_vgg  # noqa: E402
 
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
@@ -46,19 +47,10 @@ FORWARD_HEAVY = ("score_cam", "ablation_cam")  # a forward pass per channel and 
 ERRORS = {}  # measured errors, printed at the end of the module (pytest -s)
 
 
-def rel_err(ours, theirs):
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    scale = np.abs(theirs).max()
-    assert scale > 0
-    return float(np.abs(ours - theirs).max() / scale)
-
-
 def assert_close(ours, theirs, rel=1e-5, key=None):
-    err = rel_err(ours, theirs)
+    err = parity_errors.assert_close(ours, theirs, rel)
     if key is not None:
         ERRORS[key] = err
-    assert err <= rel, f"max error {err:.2e} of the largest magnitude"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,11 +77,7 @@ def build_pair(name, tmp_path_factory):
         x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
         lyr, layer = net.features[20], "features.20"  # relu, 4x4x512
     else:
-        net = seeded_resnet("resnet18", 0)
-        d = tmp_path_factory.mktemp("resnet18")
-        safetensors_torch.save_file(net.state_dict(), str(d / "w.safetensors"))
-        jm = ji.import_weights(d / "w.safetensors", arch="resnet18")
-        tm = Normalized(net, jm.preprocess.mean, jm.preprocess.std).eval()
+        jm, tm, net = export_pair(seeded_resnet("resnet18", 0), "resnet18", tmp_path_factory)
         x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
         lyr, layer = net.layer4[-1], "layer4/1"  # 2x2x512
     logits = tm(nchw(x)).detach().numpy()

@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage
 
 import jaxinterp as ji
+from parity_errors import rel_err
 from jaxinterp.attribution import pair, segments
 
 S = 16  # side of the small models' images
@@ -120,10 +121,6 @@ def blobs(n, size, seed):
 def images():
     """Two 32 x 32 images in float64, and their classes."""
     return blobs(2, 32, 21), np.array([3, 5])
-
-
-def rel_err(ours, theirs):
-    return np.abs(np.asarray(ours) - theirs).max() / np.abs(theirs).max()
 
 
 def test_guided_ig_matches_pair(sal, pair_model, mini, images):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import jaxinterp as ji
+from parity_errors import assert_close
 from jaxinterp.attribution import feature_masks as fm
 from jaxinterp.attribution.shapley import (feature_ablation, gradient_shap, kernel_shap, lime,
                                            shapley_sampling, shapley_values)
@@ -36,19 +37,6 @@ def nchw(x):
 def torch_mask(mask):
     """Our `[1 | N, H, W]` ids as Captum's mask `[1 | N, 1, H, W]` (shared by the channels)."""
     return torch.from_numpy(np.asarray(mask, np.int64))[:, None]
-
-
-def rel_err(ours, theirs):
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    scale = np.abs(theirs).max()
-    assert scale > 0
-    return float(np.abs(ours - theirs).max() / scale)
-
-
-def assert_close(ours, theirs, rel):
-    err = rel_err(ours, theirs)
-    assert err <= rel, f"max error {err:.2e} of the largest magnitude"
 
 
 def recorded(explainer):
