@@ -1,6 +1,7 @@
 """Ground truth and sanity checks for every attribution method on the shipped vgg-mini.
 
     python scripts/attribution_eval.py [--n 500] [--rand-n 64] [--out docs/attribution_eval.json]
+        [--only a,b] [--skip-randomization c,d]
 
 1. On `n` held-out `shapes` images (the model's test seed, past the recorded 2,000): pointing
    game (the heat map's maximum inside the object mask), the fraction of attribution mass
@@ -54,8 +55,15 @@ def main(argv=None):
     ap.add_argument("--only", default=None,
                     help="comma list: recompute these methods only, keep the others' numbers "
                          "from --out (same --n / --rand-n)")
+    ap.add_argument("--skip-randomization", default="",
+                    help="comma list: methods left out of the randomization check (their row "
+                         "prints as '—'; for the methods that cost hundreds of passes per image)")
     args = ap.parse_args(argv)
     only = None if args.only is None else args.only.split(",")
+    skip = set(filter(None, args.skip_randomization.split(",")))
+    unknown = (set(only or ()) | skip) - set(methods())
+    if unknown:
+        ap.error(f"unknown methods {', '.join(sorted(unknown))}; valid: {', '.join(methods())}")
     old = json.loads(Path(args.out).read_text()) if only and Path(args.out).exists() else None
     if old is not None and (old["n"], old["rand_n"]) != (args.n, args.rand_n):
         raise SystemExit(f"--only: {args.out} has n={old['n']}, rand_n={old['rand_n']}")
@@ -80,10 +88,11 @@ def main(argv=None):
 
     depth_all = sum(1 for s in m.specs if s.kind in ("conv", "dense"))
     xr, yr = x[: args.rand_n], y[: args.rand_n]
-    base = {n: ev.heatmap(batched(f, m, xr, yr)) for n, f in methods(only).items()}
+    randomized = {n: f for n, f in methods(only).items() if n not in skip}
+    base = {n: ev.heatmap(batched(f, m, xr, yr)) for n, f in randomized.items()}
     for depth in tqdm(range(1, depth_all + 1), desc="randomization"):
         mr = ev.cascading_randomization(m, jax.random.key(100 + depth), depth)
-        for name, f in methods(only).items():
+        for name, f in randomized.items():
             rho = ev.spearman(base[name], ev.heatmap(batched(f, mr, xr, yr)))
             results["randomization"].setdefault(name, []).append(float(rho.mean()))
 
@@ -104,7 +113,9 @@ def main(argv=None):
     print("| method | " + " | ".join(top) + " |")
     print("|---|" + "---|" * len(top))
     for n in names:
-        print(f"| {n} | " + " | ".join(f"{v:.2f}" for v in results["randomization"][n]) + " |")
+        rho = results["randomization"].get(n)
+        print(f"| {n} | " + " | ".join(f"{v:.2f}" for v in rho) + " |" if rho else
+              f"| {n} | " + " | ".join("—" for _ in top) + " |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"n": args.n, "rand_n": args.rand_n,
                                           "object_area": area, **results}, indent=1))

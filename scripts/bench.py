@@ -14,6 +14,8 @@ visualization: steps/s of `ji.visualize` against the same loop written in PyTorc
 one vmapped call against K calls. Scaling curves: time per image against batch size and
 against SmoothGrad samples / IG steps, and peak memory with and without `batch_size=`.
 
+The peers' slow methods (`--only peers`, scripts/bench_peers.py): Score-CAM against
+pytorch-grad-cam, KernelSHAP against Captum, XRAI against PAIR's `saliency`, VGG16 at 224².
 Optimization (`--only optimize,style`, scripts/bench_optimize.py): PGD, DeepDream and feature
 inversion against the same algorithms written as PyTorch loops; texture synthesis and style
 transfer against the PyTorch tutorial's L-BFGS loop; dissection against a NetDissect-Lite-style
@@ -596,7 +598,7 @@ def machine() -> str:
             f"{__import__('captum').__version__}")
 
 
-SECTIONS = ("vgg-mini", "vgg16", "resnet50", "relevance", "runs", "optvis", "optimize", "style", "concepts", "scaling", "options",
+SECTIONS = ("vgg-mini", "vgg16", "resnet50", "relevance", "peers", "runs", "optvis", "optimize", "style", "concepts", "scaling", "options",
             "checks")
 
 
@@ -615,6 +617,14 @@ def tables(out: Path) -> str:
                            lambda r: [r["arch"], r["method"], r["peer"], r["n"],
                                       f"{r['ours_s'] * 1e3:.0f}", f"{r['peer_s'] * 1e3:.0f}",
                                       f"**{r['speedup']:.2f}x**", f"{r['ours_first_s']:.1f}"]),
+             "peers": (["model", "method", "peer", "N", "timed calls", "ours s/img",
+                        "peer s/img", "speed-up", "ours 1st call s", "peer 1st call s",
+                        "outputs' max difference / max"],
+                       lambda r: [r["arch"], r["method"], r["peer"], r["n"], r["reps"],
+                                  f"{r['ours_s']:.1f}", f"{r['peer_s']:.1f}",
+                                  f"**{r['speedup']:.2f}x**", f"{r['ours_first_s']:.1f}",
+                                  f"{r['peer_first_s']:.1f}",
+                                  "—" if r["max_rel_diff"] is None else f"{r['max_rel_diff']:.1e}"]),
              "options": (["model", "method", "N", "tuned ms/img", "XLA default ms/img", "speed-up"],
                          lambda r: [r["arch"], r["method"], r["n"], f"{r['tuned_s'] * 1e3:.1f}",
                                     f"{r['default_s'] * 1e3:.1f}", f"**{r['speedup']:.2f}x**"]),
@@ -724,6 +734,12 @@ def main():
             print("\n| model | method | peer | N | ours ms/img | peer ms/img | speed-up | "
                   "ours 1st call s |\n|---|---|---|---|---|---|---|---|", flush=True)
             result, name = {"rows": bench_relevance(reps, args.quick)}, "relevance"
+        elif section == "peers":
+            from bench_peers import bench_peers
+
+            print("\n| model | method | peer | N | ours s/img | peer s/img | speed-up | "
+                  "ours 1st call s |\n|---|---|---|---|---|---|---|---|", flush=True)
+            result, name = {"rows": bench_peers(setup, args.quick)}, "peers"
         elif section == "optvis":
             result, name = bench_optvis(args.quick), "optvis"
         elif section == "optimize":
