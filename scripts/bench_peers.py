@@ -4,13 +4,14 @@ identical VGG16 weights at 224x224 (1 image per call: each call is hundreds of V
 - Score-CAM (`features.29`, 512 channels, chunks of 16 on both sides) against pytorch-grad-cam's
   `ScoreCAM` (its own post-processing, so the two outputs are compared too);
 - KernelSHAP with 200 samples on the default 8x8 patch grid against Captum's `KernelShap`
-  (`perturbations_per_eval=16`: Captum's default of 1 is slower);
+  (`perturbations_per_eval=16` on both sides; Captum's default is 1);
 - XRAI (IG from the min / max baselines, 100 steps each, Felzenszwalb segments at 6 scales,
   "full" greedy selection) against PAIR's `saliency.core.XRAI` with a PyTorch gradient as its
   call_model_function (`batch_size=10` on both sides).
 
-Each row: the first call of ours (compile included) and of the peer, then `reps` interleaved
-timed calls of each; medians, seconds per image; speed-up = peer / ours.
+Each row: the first call of each side (ours: compilation included), then one more call of each,
+timed (each call is minutes of VGG16 passes on 2 cores); seconds per image; speed-up = peer /
+ours (of the second calls).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def bench_peers(setup, quick, n=1) -> list[dict]:
     """One row per method of PAIRS (see the module docstring)."""
     import torch
 
-    reps = 1 if quick else 2
+    reps = 1
     jm, tm, net, x, t, layer = setup("vgg16", n)
     rows = []
     for name, (make, peer) in PAIRS.items():

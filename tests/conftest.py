@@ -24,3 +24,25 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "[vgg16" in item.nodeid or "[vgg19" in item.nodeid:
             item.add_marker(pytest.mark.slow)
+
+
+# Modules whose costly module / session fixtures (a trained model, a dissection, a data-set run)
+# would otherwise be built on both xdist workers: each runs whole on one worker. The other
+# modules' tests are spread one by one, as pytest-xdist's default `load` does. (xdist's
+# `--dist loadgroup` marks are lost under pytest 9: its nodeid suffix is no longer applied.)
+ONE_WORKER = ()
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scope scheduling with a module as the scope for ONE_WORKER and a single
+    test as the scope for everything else (scopes with most tests are handed out first)."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerModules(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            return path if path.rsplit("/", 1)[-1] in ONE_WORKER else nodeid
+
+    return OneWorkerModules(config, log)

@@ -217,7 +217,7 @@ def _blur_ig(m, x, t, weights, deltas, grad_step, half, batch_size):
 
 @keeps_sharding
 def blur_ig(m, x, target, *, max_sigma: float = 50, steps: int = 100, grad_step: float = 0.01,
-            sqrt: bool = False, batch_size: int | None = None) -> jax.Array:
+            sqrt: bool = False, batch_size: int | None = 32) -> jax.Array:
     """Blur integrated gradients (Xu et al. 2020), PAIR's `BlurIG`.
 
     Integrates along the path of Gaussian blurs from the image (sigma 0) to sigma `max_sigma`:
@@ -236,7 +236,8 @@ def blur_ig(m, x, target, *, max_sigma: float = 50, steps: int = 100, grad_step:
       steps: Riemann steps between sigma 0 and `max_sigma`.
       grad_step: sigma increment of the forward difference (> 0).
       sqrt: space the sigmas as sqrt(i max_sigma / steps) instead of linearly.
-      batch_size: blurred images evaluated at a time (memory bound); None: all at once.
+      batch_size: blurred images evaluated at a time, each on the N images (a memory bound;
+        default 32); None: all at once.
     Returns:
       `[N, H, W, 3]` attributions; their sum approximates f(x) - f(x blurred by `max_sigma`).
     """
@@ -344,7 +345,7 @@ def _baselines(baselines, x):
 @keeps_sharding
 def xrai(m, x, target, *, baselines: Sequence | None = None, steps: int = 100,
          segments: Any = None, area_threshold: float = 1.0, min_pixel_diff: int = 50,
-         base_attribution: Any = None, batch_size: int | None = None,
+         base_attribution: Any = None, batch_size: int | None = 32,
          return_ranks: bool = False):
     """XRAI (Kapishnikov et al. 2019), PAIR's `XRAI` with its "full" algorithm.
 
@@ -370,7 +371,8 @@ def xrai(m, x, target, *, baselines: Sequence | None = None, steps: int = 100,
       min_pixel_diff: a region must add at least this many new pixels (>= 1).
       base_attribution: precomputed attributions `[N, H, W, 3]` or `[N, H, W]` to use instead
         of integrated gradients (then `baselines` and `steps` are unused).
-      batch_size: path points evaluated at a time (memory bound); None: all at once.
+      batch_size: path points evaluated at a time, each on the N images (a memory bound;
+        default 32); None: all at once.
       return_ranks: also return the region ranks (PAIR's flattened `segments` output).
     Returns:
       `[N, H, W]` XRAI heatmaps; with `return_ranks`, also `[N, H, W]` int32 ranks (1: the

@@ -54,7 +54,7 @@ def _ablation(m, x, t, base, mask, ids, batch_size):
 
 @keeps_sharding
 def feature_ablation(m, x, target, *, feature_mask=None, patch=None, baseline=0.0,
-                     batch_size: int | None = None) -> jax.Array:
+                     batch_size: int | None = 64) -> jax.Array:
     """Feature ablation (Captum's `FeatureAblation`): score(x) - score(x, one feature ablated).
 
     A feature is a set of pixels with all 3 channels. It is given by `feature_mask`, int ids
@@ -73,7 +73,7 @@ def feature_ablation(m, x, target, *, feature_mask=None, patch=None, baseline=0.
       feature_mask: int ids `[H, W]` or `[N, H, W]`, concrete (not traced); or None.
       patch: int or (ph, pw) when `feature_mask` is None; None: the 8 x 8 grid.
       baseline: value of ablated pixels: scalar or array broadcastable to `x`.
-      batch_size: features ablated at a time (memory bound); None: all at once.
+      batch_size: features ablated at a time (a memory bound; default 64); None: all at once.
     Returns:
       `[N, H, W]`: each pixel the score drop of its feature.
     """
@@ -101,7 +101,7 @@ def _sampling(m, x, t, base, mask, permutations, batch_size):
 @keeps_sharding
 def shapley_sampling(m, x, target, *, feature_mask=None, patch=None, baseline=0.0,
                      samples: int | None = None, permutations=None, key=None,
-                     batch_size: int | None = None) -> jax.Array:
+                     batch_size: int | None = 64) -> jax.Array:
     """Shapley value sampling (Captum's `ShapleyValueSampling`), Castro et al. 2009.
 
     For each random permutation of the features, they are added one at a time to the baseline
@@ -115,7 +115,8 @@ def shapley_sampling(m, x, target, *, feature_mask=None, patch=None, baseline=0.
         the batch, as Captum's) or `[N, S, F]`, each row a permutation of 0..F-1.
       key: PRNG key for the permutations, `jax.random.key(0)` if omitted; example i draws from
         `fold_in(key, i)`, or pass one key per example `[N]`.
-      batch_size: perturbed images evaluated at a time; None: all `samples * F` at once.
+      batch_size: perturbations evaluated at a time, each on the N images (a memory bound;
+        default 64); None: all `samples * F` at once.
     Returns:
       `[N, H, W]` maps.
     """
@@ -142,7 +143,7 @@ def _exact(m, x, t, base, mask, coalitions, coef, batch_size):
 
 @keeps_sharding
 def shapley_values(m, x, target, *, feature_mask=None, patch=None, baseline=0.0,
-                   batch_size: int | None = None) -> jax.Array:
+                   batch_size: int | None = 64) -> jax.Array:
     """Exact Shapley values of the features (Captum's `ShapleyValues`).
 
     Captum averages all F! permutations (F * F! forward passes); this evaluates each of the
@@ -152,7 +153,8 @@ def shapley_values(m, x, target, *, feature_mask=None, patch=None, baseline=0.0,
     Args:
       m, x, target, feature_mask, patch, baseline: as `feature_ablation`, but the default
         mask is a 3 x 3 grid (9 features, 512 coalitions).
-      batch_size: coalitions evaluated at a time; None: all 2^F at once.
+      batch_size: coalitions evaluated at a time (a memory bound; default 64); None: all 2^F
+        at once.
     Returns:
       `[N, H, W]` maps; per image, the F feature values (one per feature, not per pixel)
       sum to score(x) - score(baseline).
@@ -201,7 +203,7 @@ def _surrogate(m, x, t, base, mask, z, alpha, width, tol, batch_size, lime, max_
 @keeps_sharding
 def kernel_shap(m, x, target, *, feature_mask=None, patch=None, baseline=0.0,
                 samples: int | None = None, coalitions=None, key=None,
-                batch_size: int | None = None) -> jax.Array:
+                batch_size: int | None = 64) -> jax.Array:
     """KernelSHAP (Captum's `KernelShap`), Lundberg & Lee 2017.
 
     Per image: `samples` coalitions, the all-in and the all-out first, then sizes k drawn with
@@ -220,7 +222,7 @@ def kernel_shap(m, x, target, *, feature_mask=None, patch=None, baseline=0.0,
         (Captum's start with the all-in and all-out rows; any row of F or 0 features gets
         the 1e6 weight).
       key: PRNG key for the draws, as `shapley_sampling`.
-      batch_size: coalitions evaluated at a time; None: all at once.
+      batch_size: coalitions evaluated at a time (a memory bound; default 64); None: all at once.
     Returns:
       `[N, H, W]`: each pixel the coefficient of its feature.
     """
@@ -242,7 +244,7 @@ def kernel_shap(m, x, target, *, feature_mask=None, patch=None, baseline=0.0,
 @keeps_sharding
 def lime(m, x, target, *, feature_mask=None, patch=None, baseline=0.0,
          samples: int | None = None, alpha: float = 0.01, kernel_width: float = 1.0,
-         perturbations=None, key=None, batch_size: int | None = None,
+         perturbations=None, key=None, batch_size: int | None = 64,
          tol: float = 1e-12, max_iter: int = 10_000) -> jax.Array:
     """LIME (Captum's `Lime` with its defaults), Ribeiro et al. 2016.
 
@@ -262,7 +264,8 @@ def lime(m, x, target, *, feature_mask=None, patch=None, baseline=0.0,
       perturbations: the 0/1 coalitions to use instead of drawing them, `[S, F]` or
         `[N, S, F]`.
       key: PRNG key for the draws, as `shapley_sampling`.
-      batch_size: perturbed images evaluated at a time; None: all at once.
+      batch_size: perturbations evaluated at a time, each on the N images (a memory bound;
+        default 64); None: all at once.
       tol: relative duality-gap tolerance of the Lasso solver (see
         `feature_masks.lasso`; in float32 it stops earlier, at the precision's fixed point).
       max_iter: coordinate-descent sweeps at most.
@@ -317,7 +320,7 @@ def _gradient_shap(m, x, t, baselines, keys, idx, alphas, noise, stdevs, samples
 @keeps_sharding
 def gradient_shap(m, x, target, *, baselines=0.0, samples: int | None = None,
                   stdevs: float = 0.0, key=None, baseline_indices=None, alphas=None,
-                  noise=None, batch_size: int | None = None) -> jax.Array:
+                  noise=None, batch_size: int | None = 64) -> jax.Array:
     """GradientSHAP (Captum's `GradientShap`): expected input-minus-baseline times gradient.
 
     For each of `samples` draws per image: a baseline b from the `baselines` distribution, an
@@ -335,7 +338,7 @@ def gradient_shap(m, x, target, *, baselines=0.0, samples: int | None = None,
       alphas: `[N, S]` in [0, 1] to use instead of drawing them.
       noise: `[N, S, H, W, 3]` noise (already scaled; `stdevs` is then unused) to use instead
         of drawing it.
-      batch_size: draws evaluated at a time; None: all at once.
+      batch_size: draws evaluated at a time (a memory bound; default 64); None: all at once.
     Returns:
       `[N, H, W, 3]` attributions.
     """
