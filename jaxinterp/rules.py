@@ -191,6 +191,17 @@ def count_relus(jaxpr, consts=(), out_kinds=None) -> int:
     return n
 
 
+def _inner_taps(eqn, subs, taps) -> dict:
+    """Taps on the outputs of a jit / remat call, moved onto the inner values they are computed
+    as (so that the rest of the call, e.g. the logits computed in the same jit, sees them)."""
+    if not subs or eqn.primitive.name not in _CALLS or eqn.primitive.name == "custom_jvp_call":
+        return {}
+    j = subs[0][0]
+    return {j.outvars[k]: taps[v] for k, v in enumerate(eqn.outvars)
+            if v in taps and isinstance(j.outvars[k], jax.extend.core.Var)
+            and j.outvars[k] not in j.invars}
+
+
 def _eval(jaxpr, consts, args, rule, taps, found, out_kinds=None):
     env = {}
     read = lambda v: v.val if isinstance(v, jax.extend.core.Literal) else env[v]  # noqa: E731
@@ -200,7 +211,7 @@ def _eval(jaxpr, consts, args, rule, taps, found, out_kinds=None):
     contexts = _call_out_kinds(jaxpr, out_kinds) if rule is not None else None
     for i, eqn in enumerate(jaxpr.eqns):
         invals = [read(v) for v in eqn.invars]
-        name = eqn.primitive.name
+        name, pushed = eqn.primitive.name, ()
         x = relus.get(i)
         subs = list(_sub_jaxprs(eqn.params))
         if rule is None or x is not None or not subs:
@@ -213,10 +224,12 @@ def _eval(jaxpr, consts, args, rule, taps, found, out_kinds=None):
             found.append(name)
             out = rule(jnp.broadcast_to(read(x), eqn.outvars[0].aval.shape))
             outs = [out.astype(eqn.outvars[0].aval.dtype)]
-        elif has_relu and name in _CALLS:
+        elif (has_relu or _inner_taps(eqn, subs, taps)) and name in _CALLS:
             (j, c), = subs[:1]
-            outs = _eval(j, c, invals[len(invals) - len(j.invars):], rule, taps, found,
-                         contexts[i])
+            inner = _inner_taps(eqn, subs, taps)
+            outs = _eval(j, c, invals[len(invals) - len(j.invars):], rule, {**taps, **inner},
+                         found, None if contexts is None else contexts[i])
+            pushed = {v for k, v in enumerate(eqn.outvars) if j.outvars[k] in inner}
         elif has_relu:
             raise UnsupportedReLU(
                 f"a ReLU inside `{name}` cannot be given a backward rule (the rewrite handles "
@@ -228,7 +241,7 @@ def _eval(jaxpr, consts, args, rule, taps, found, out_kinds=None):
                 outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
             outs = outs if eqn.primitive.multiple_results else [outs]
         for v, o in zip(eqn.outvars, outs):
-            env[v] = o + taps[v] if v in taps else o
+            env[v] = o + taps[v] if v in taps and v not in pushed else o
     return [read(v) for v in jaxpr.outvars]
 
 

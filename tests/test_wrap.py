@@ -188,6 +188,22 @@ def test_method_table_on_wrapped_models(wrapped, data, kind, name):
     assert not [r for r in records if "Compiling" in r.getMessage()]
 
 
+def test_layers_computed_inside_a_jit(wrapped, data):
+    """A function whose layers (and logits) are computed inside a `jit` (or a jaxinterp model
+    called from a wrapped function): a layer's tap goes into the jit, so Grad-CAM and
+    Score-CAM on it equal the function without the jit (they were silently 0 / uniform)."""
+    x, y = data
+    jitted = ji.wrap(jax.jit(function_cnn), _function_params(), input_size=(SIZE, SIZE))
+    for name in ("grad_cam", "layer_cam", "score_cam"):
+        ours, plain = run(jitted, name, x, y), run(wrapped["function"], name, x, y)
+        assert np.abs(plain).max() > 0
+        np.testing.assert_allclose(ours, plain, rtol=0, atol=1e-6 * np.abs(plain).max())
+    inner = ji.wrap(lambda params, x: jax.jit(function_cnn)(params, x)[0] * 2.0,
+                    _function_params(), input_size=(SIZE, SIZE))  # no layers named: the input
+    np.testing.assert_allclose(run(inner, "saliency", x, y),
+                               2 * run(wrapped["function"], "saliency", x, y), rtol=1e-5)
+
+
 @pytest.mark.slow  # 18-25 s end to end; CI's slow step runs it
 def test_other_methods_on_a_wrapped_model(wrapped, data):
     m, (x, y) = wrapped["linen"], data
