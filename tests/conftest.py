@@ -30,7 +30,8 @@ def pytest_collection_modifyitems(items):
 # would otherwise be built on both xdist workers: each runs whole on one worker. The other
 # modules' tests are spread one by one, as pytest-xdist's default `load` does. (xdist's
 # `--dist loadgroup` marks are lost under pytest 9: its nodeid suffix is no longer applied.)
-ONE_WORKER = ()
+ONE_WORKER = ("test_runs.py", "test_synthesis.py", "test_concepts.py", "test_adversarial.py",
+              "test_optvis.py", "test_rules.py", "test_evaluation.py")
 
 
 def pytest_xdist_make_scheduler(config, log):

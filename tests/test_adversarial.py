@@ -228,7 +228,8 @@ def test_fgsm_equals_pytorch(pair64, norm, eps, targeted):
 
 @pytest.mark.parametrize("norm,eps,alpha,steps", [("linf", EPS, 2 / 255, 1),
                                                   ("linf", EPS, 2 / 255, 10),
-                                                  ("l2", 0.5, 0.1, 10)])
+                                                  pytest.param("l2", 0.5, 0.1, 10,
+                                                               marks=pytest.mark.slow)])
 def test_pgd_without_random_start_equals_a_pytorch_loop(pair64, norm, eps, alpha, steps):
     jm, tm, x, y = pair64
     theirs = torch_attack(tm, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm)

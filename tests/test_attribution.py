@@ -61,7 +61,9 @@ def data():
     return b.images, b.labels
 
 
-@pytest.mark.parametrize("name", METHODS)
+# vargrad is smooth_grad's variance (the same sampling code): CI's slow step checks it
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "vargrad" else n
+                                  for n in METHODS])
 def test_generic_checks(mini, data, name, caplog):
     """Every method: its output's shape / dtype / values, batch == single calls, chunked ==
     unchunked, no retrace on new data. One test per method, so that each method's programs are
@@ -85,10 +87,9 @@ def check_shape_dtype_finite_nonzero(a, data, name):
 
 
 # the full jit / eager / XLA-options check compiles each method three times: the default run
-# checks one method of each kind (gradient, ReLU rule, layer, path integral, relevance rules),
-# CI's slow step every method
-JIT_DEFAULT_RUN = ("saliency", "guided_backprop", "grad_cam", "integrated_gradients", "deeplift",
-                   "lrp")
+# checks one method of each kind (gradient, ReLU rule, layer, relevance rules); CI's slow step
+# every method (integrated_gradients and lrp, 17-28 s each, left the default run in session 10)
+JIT_DEFAULT_RUN = ("saliency", "guided_backprop", "grad_cam", "deeplift")
 
 
 @pytest.mark.parametrize("name", [n if n in JIT_DEFAULT_RUN else pytest.param(
@@ -128,7 +129,8 @@ def test_jit_equals_no_jit_and_tuned_equals_default(mini, data, name, monkeypatc
         np.asarray(user_jit(mini, x.at[0, 5, 5, 0].set(1.5), y))
 
 
-@pytest.mark.parametrize("name", ["saliency", "grad_cam", "smooth_grad", "occlusion"])
+@pytest.mark.parametrize("name", ["saliency", "grad_cam", pytest.param("smooth_grad", marks=pytest.mark.slow),
+                                  pytest.param("occlusion", marks=pytest.mark.slow)])
 def test_vmap_and_grad_of_methods_keep_their_checks(mini, name):
     """`vmap` over examples equals the batched call; `grad` through a method works; both raise
     on bad targets and images when the program runs."""

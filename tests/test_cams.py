@@ -500,7 +500,7 @@ def test_full_grad_parity(pairs, sign_corrected, model):
         assert_close(full_grad(jm, x, target), expected, key=f"{name} full_grad jaxinterp")
 
 
-@pytest.mark.parametrize("model", ["vgg-mini", "resnet18"])
+@pytest.mark.parametrize("model", ["vgg-mini", pytest.param("resnet18", marks=pytest.mark.slow)])
 def test_full_grad_completeness(pairs, model):
     # ReLUs, max pooling, BatchNorm in inference and dense layers: the score is the input term
     # plus every bias term, the biases FullGrad takes (convolutions, BatchNorm's effective bias)

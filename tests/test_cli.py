@@ -99,6 +99,7 @@ def test_predict_on_shapes_samples():
     assert len(lines) == 4 and all("%" in l for l in lines)
 
 
+@pytest.mark.slow  # ~18 s; CI's slow step runs it
 def test_visualize_classes_grid_and_channel_chunks(tmp_path):
     out = tmp_path / "classes.png"
     r = jaxinterp("visualize", "--channel", "circle,2,star", "--size", "32", "--steps", "4",

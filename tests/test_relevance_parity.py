@@ -472,6 +472,7 @@ def reuse_pair():
     return reused, separate, x, np.array([1, 3]), tnet
 
 
+@pytest.mark.slow  # ~15-19 s; CI's slow step runs it
 def test_reuse_and_functional_relu_same_as_separate(reuse_pair):
     reused, separate, x, target, tnet = reuse_pair
     noise = np.random.default_rng(4).random(x.shape)
