@@ -15,12 +15,12 @@ import inspect
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 import threading
 
 import pytest
+from browser import chromium
 
 import jaxinterp as ji
 
@@ -101,17 +101,7 @@ def test_cli_reference_covers_every_subcommand():
 # --- the built site in a browser -----------------------------------------------------------
 
 
-def _chromium():
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        import playwright.sync_api  # noqa: F401 — present?
-    except ImportError:
-        path = None
-    if path is None and os.environ.get("JAXINTERP_BROWSER_TESTS"):
-        pytest.fail("JAXINTERP_BROWSER_TESTS is set but chromium or playwright is missing")
-    if path is None:
-        pytest.skip("needs Debian's chromium and the playwright package (.ci/run installs them)")
-    return path
+_chromium = chromium
 
 
 def _site(tmp_path) -> pathlib.Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from browser import chromium
 
 import jaxinterp as ji
 from devices import run_on_devices
@@ -408,17 +409,7 @@ def test_shapes_of_any_count_start_at_once(default_model, tmp_path):
     np.testing.assert_array_equal(run["prediction"][6:10], [*run["prediction"][6:8], -1, -1])
 
 
-def _chromium():
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        import playwright.sync_api  # noqa: F401 — present?
-    except ImportError:
-        path = None
-    if path is None and os.environ.get("JAXINTERP_BROWSER_TESTS"):
-        pytest.fail("JAXINTERP_BROWSER_TESTS is set but chromium or playwright is missing")
-    if path is None:
-        pytest.skip("needs Debian's chromium and the playwright package (.ci/run installs them)")
-    return path
+_chromium = chromium
 
 
 def test_report_in_headless_chromium(reference, interrupted, interrupted_report, tmp_path):
