@@ -14,6 +14,7 @@ from jaxinterp.attribution.cams import (ablation_cam, eigen_cam, eigen_grad_cam,
                                         grad_cam_elementwise, grad_cam_plus_plus, hires_cam,
                                         full_grad, layer_cam, score_cam, xgrad_cam)
 from jaxinterp.attribution.pair import blur_ig, guided_ig, xrai
+from jaxinterp.attribution.transformers import attention_rollout, transformer_attribution
 from jaxinterp.optvis import Yosinski, objectives, optimize, visualize, visualize_units
 from jaxinterp.synthesis import deepdream, gram, invert, style_transfer, texture
 from jaxinterp.checks import check_images
@@ -65,6 +66,8 @@ __all__ = [
     "blur_ig",
     "guided_ig",
     "xrai",
+    "attention_rollout",
+    "transformer_attribution",
     "gradient_shap",
     "kernel_shap",
     "lime",

@@ -20,6 +20,7 @@ from jaxinterp._xla import tuned_jit
 from jaxinterp.checks import check_images
 from jaxinterp.models import resnet as resnet_lib
 from jaxinterp.models import vgg as vgg_lib
+from jaxinterp.models import vit as vit_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,36 +150,43 @@ def imagenet_classes() -> list[str]:
     return text.strip().split("\n")
 
 
-ARCHS = vgg_lib.ARCHS + resnet_lib.ARCHS
+ARCHS = vgg_lib.ARCHS + resnet_lib.ARCHS + vit_lib.ARCHS
+SHAPES_ARCHS = ("vgg-mini", "vit-mini")  # trained on `shapes`: its classes, size, preprocessing
 
 
 def _module(arch: str, config: dict):
     if arch in resnet_lib.ARCHS:
         return resnet_lib.resnet(arch, **config)
+    if arch in vit_lib.ARCHS:
+        return vit_lib.vit(arch, **config)
     return vgg_lib.vgg(arch, **config)
 
 
 def build_module(meta: Meta):
-    """The Flax module described by `meta` (a `VGG` or a `ResNet`)."""
+    """The Flax module described by `meta` (a `VGG`, `ResNet` or `VisionTransformer`)."""
     return _module(meta.arch, dict(meta.config))
 
 
 def assemble(module, variables, meta: Meta):
-    """The model object for a built-in architecture: a VGG `Model`, or a ResNet as a wrapped
-    linen module (`ji.wrap`) carrying `meta`."""
+    """The model object for a built-in architecture: a VGG `Model`, or a ResNet / ViT as a
+    wrapped linen module (`ji.wrap`) carrying `meta`."""
     if isinstance(module, vgg_lib.VGG):
         return Model(module, variables, meta)
     from jaxinterp.wrapped import wrap
 
+    cam_layer = (vit_lib.default_cam_layer(module)
+                 if isinstance(module, vit_lib.VisionTransformer) else None)
     return wrap(module, variables, input_size=meta.input_size, preprocess=meta.preprocess,
                 classes=meta.classes, min_size=module_min_size(module), name=meta.arch,
-                meta=meta)
+                meta=meta, cam_layer=cam_layer)
 
 
 def module_min_size(module) -> int:
-    """Smallest image side the module runs on (VGG: 2**pools; ResNet: 32)."""
+    """Smallest image side the module runs on (VGG: 2**pools; ResNet: 32; ViT: its size)."""
     if isinstance(module, vgg_lib.VGG):
         return 2 ** sum(1 for v in module.cfg if v == "M")
+    if isinstance(module, vit_lib.VisionTransformer):
+        return module.image_size
     return 32
 
 
@@ -353,16 +361,19 @@ def layer_output(m: Model, x: jax.Array, name: str) -> jax.Array:
 
 
 def model_meta(arch: str, num_classes: int | None = None, **config) -> Meta:
-    """Default metadata for an architecture: ImageNet for VGG11-19, `shapes` for vgg-mini."""
+    """Default metadata for an architecture: ImageNet for VGG11-19, ResNets and ViTs, `shapes`
+    for vgg-mini and vit-mini."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
-    if arch == "vgg-mini":
+    if arch in SHAPES_ARCHS:
         from jaxinterp.data import shapes_dataset as shapes
         classes = list(shapes.CLASSES)
         size, pre = (shapes.SIZE, shapes.SIZE), SHAPES
     else:
         classes = imagenet_classes()
         size, pre = (224, 224), TORCHVISION
+    if arch in vit_lib.ARCHS and "image_size" in config:
+        size = (int(config["image_size"]),) * 2
     if num_classes is not None and num_classes != len(classes):
         classes = [f"class_{i}" for i in range(num_classes)]
     config = {"num_classes": len(classes), **config}
@@ -382,8 +393,9 @@ def init_model(arch: str, key: jax.Array | None = None, num_classes: int | None 
     """A model with freshly initialized weights (torchvision's initialization of convolutions).
 
     Args:
-      arch: `vgg11`, `vgg13`, `vgg16`, `vgg19` (optionally `_bn`), `vgg-mini`, or
-        `resnet18|34|50|101|152` (returned as a wrapped model, `ji.wrap`).
+      arch: `vgg11`, `vgg13`, `vgg16`, `vgg19` (optionally `_bn`), `vgg-mini`,
+        `resnet18|34|50|101|152`, or `vit_b_16|vit_b_32|vit_l_16|vit_l_32|vit_h_14|vit-mini`
+        (ResNets and ViTs are returned as wrapped models, `ji.wrap`).
       key: PRNG key; `jax.random.key(0)` if omitted.
       num_classes: outputs of the last layer (default 1000, or 8 for vgg-mini).
       **config: other `VGG` fields (pool="avg", hidden=...).

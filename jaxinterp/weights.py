@@ -26,13 +26,15 @@ from jaxinterp import model as model_lib
 from jaxinterp.outputs import current_umask, replace_dir, stale_leftovers
 from jaxinterp.models import resnet as resnet_lib
 from jaxinterp.models import vgg as vgg_lib
+from jaxinterp.models import vit as vit_lib
 
 FORMAT = "jaxinterp-checkpoint"
 VERSION = 1
 REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 SUFFIXES = {".pth": "torch", ".pt": "torch", ".bin": "torch", ".safetensors": "safetensors",
-            ".h5": "keras", ".hdf5": "keras"}
+            ".h5": "keras", ".hdf5": "keras", ".npz": "npz"}
+FORMATS = ("torch", "safetensors", "keras", "npz")
 
 
 class CheckpointError(ValueError):
@@ -433,21 +435,26 @@ def infer_format(src: str | os.PathLike) -> str:
     suffix = Path(src).suffix.lower()
     if suffix not in SUFFIXES:
         raise ValueError(f"cannot tell the format of {src!s} from its suffix; pass fmt= one of "
-                         "'torch', 'safetensors', 'keras'")
+                         f"{', '.join(map(repr, FORMATS))}")
     return SUFFIXES[suffix]
 
 
 def import_weights(src: str | os.PathLike, arch: str, fmt: str | None = None,
                    out: str | os.PathLike | None = None, *, classes: list[str] | None = None,
                    overwrite: bool = False) -> model_lib.Model:
-    """Imports VGG weights from torchvision (`.pth`, `.safetensors`) or Keras (`.h5`), or
-    torchvision ResNet weights.
+    """Imports VGG weights from torchvision (`.pth`, `.safetensors`) or Keras (`.h5`),
+    torchvision ResNet weights, or ViT weights from torchvision or google-research's
+    vision_transformer (`.npz`).
 
     Args:
       src: the weight file.
-      arch: `vgg11`, `vgg13`, `vgg16`, `vgg19` (`_bn` variants for torchvision), `vgg-mini`, or
-        `resnet18|34|50|101|152` (torchvision files only; returned as a wrapped model).
-      fmt: "torch", "safetensors" or "keras"; inferred from the suffix if omitted.
+      arch: `vgg11`, `vgg13`, `vgg16`, `vgg19` (`_bn` variants for torchvision), `vgg-mini`,
+        `resnet18|34|50|101|152` (torchvision files only), or
+        `vit_b_16|vit_b_32|vit_l_16|vit_l_32|vit_h_14|vit-mini` (torchvision files, or a
+        vision_transformer `.npz`: tanh-approximate GELU and inputs scaled to [-1, 1], as that
+        repository's models). ResNets and ViTs are returned as wrapped models; a ViT's input
+        size and class count are read off its position embedding and head.
+      fmt: "torch", "safetensors", "keras" or "npz"; inferred from the suffix if omitted.
       out: if given, the checkpoint directory to write (atomically).
       classes: class names; ImageNet's when the head has 1,000 outputs, else `class_i`.
       overwrite: replace an existing checkpoint at `out`.
@@ -455,10 +462,15 @@ def import_weights(src: str | os.PathLike, arch: str, fmt: str | None = None,
       The imported `Model` (torchvision preprocessing for torch files, caffe BGR for Keras).
     """
     fmt = fmt or infer_format(src)
-    if fmt not in ("torch", "safetensors", "keras"):
-        raise ValueError(f"fmt must be 'torch', 'safetensors' or 'keras', got {fmt!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(map(repr, FORMATS))}, got {fmt!r}")
     if not Path(src).is_file():
         raise FileNotFoundError(f"weight file not found: {src}")
+    if arch in vit_lib.ARCHS:
+        return _import_vit(src, arch, fmt, out, classes, overwrite)
+    if fmt == "npz":
+        raise ValueError(f".npz import is for ViTs (vision_transformer's checkpoints), not "
+                         f"{arch!r}")
     if arch in resnet_lib.ARCHS:
         return _import_resnet(src, arch, fmt, out, classes, overwrite)
     probe = vgg_lib.vgg(arch)  # validates arch
@@ -514,6 +526,38 @@ def _import_resnet(src, arch, fmt, out, classes, overwrite):
     if classes is not None:
         if len(classes) != num_classes:
             raise ValueError(f"classes has {len(classes)} names but the file has {num_classes} outputs")
+        meta = dataclasses.replace(meta, classes=tuple(classes))
+    meta = dataclasses.replace(meta, extra_json=json.dumps(
+        {"source": {"file": Path(src).name, "format": fmt}}))
+    return _finish_import(variables, model_lib.build_module(meta), meta, src, out, overwrite)
+
+
+def _read_npz(src) -> dict:
+    try:
+        with np.load(src, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"could not read {src} as an .npz archive: {e}") from e
+
+
+def _import_vit(src, arch, fmt, out, classes, overwrite):
+    if fmt == "keras":
+        raise ValueError(f"Keras import supports vgg16 and vgg19, not {arch!r}")
+    probe = vit_lib.vit(arch)
+    npz = fmt == "npz"
+    raw = _read_npz(src) if npz else read_state_dict(src, fmt)
+    variables = (vit_lib.convert_npz if npz else vit_lib.convert_torch)(raw, probe)
+    sizes = vit_lib.sizes_from_params(variables["params"], arch)
+    config = {"image_size": sizes.get("image_size", probe.image_size)}
+    if npz:
+        config["approximate_gelu"] = True
+    meta = model_lib.model_meta(arch, sizes.get("num_classes"), **config)
+    if npz:  # vision_transformer's models take images in [-1, 1]
+        meta = dataclasses.replace(meta, preprocess=model_lib.Preprocess((0.5,) * 3, (0.5,) * 3))
+    if classes is not None:
+        if len(classes) != len(meta.classes):
+            raise ValueError(f"classes has {len(classes)} names but the file has "
+                             f"{len(meta.classes)} outputs")
         meta = dataclasses.replace(meta, classes=tuple(classes))
     meta = dataclasses.replace(meta, extra_json=json.dumps(
         {"source": {"file": Path(src).name, "format": fmt}}))

@@ -123,6 +123,7 @@ class Info:
     min_size: int
     name: str
     meta: Any = None  # a built-in architecture's `Meta` (what `save_model` writes)
+    cam_layer: str | None = None  # the layer CAMs take by default
     cache: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
 
@@ -301,7 +302,10 @@ class Wrapped:
         return int(self.output_shape(layer)[-1])
 
     def default_layer(self) -> str:
-        """The last layer whose output is a spatial map `[N, h, w, C]` (Grad-CAM's default)."""
+        """The layer CAMs take by default: `cam_layer` given to `wrap` (a ViT: the last
+        block's `ln_1`), else the last layer whose output is a spatial map `[N, h, w, C]`."""
+        if self.info.cam_layer is not None:
+            return self.resolve(self.info.cam_layer)
         maps = [n for n, s in self._probe[1].items() if len(s.shape) == 4]
         if not maps:
             raise ValueError(f"{self.arch} records no spatial layer (no [N, h, w, C] output); "
@@ -315,7 +319,7 @@ class Wrapped:
 
 def wrap(model, variables=None, *, input_size=None, preprocess=None, classes=None,
          min_size: int = 1, kwargs: dict | None = None, name: str | None = None,
-         meta=None) -> Wrapped:
+         meta=None, cam_layer: str | None = None) -> Wrapped:
     """Makes a user's model usable by every jaxinterp method.
 
     Args:
@@ -332,7 +336,10 @@ def wrap(model, variables=None, *, input_size=None, preprocess=None, classes=Non
       min_size: smallest image side the model accepts (a clear error below it).
       kwargs: keyword arguments for a linen module's `apply` (e.g. `{"train": False}`).
       name: what messages call the model (default: its class or function name).
-      meta: for jaxinterp's own architectures (ResNet): the checkpoint metadata.
+      meta: for jaxinterp's own architectures (ResNet, ViT): the checkpoint metadata.
+      cam_layer: the layer Grad-CAM and the CAM family take when none is given (default: the
+        last layer with a spatial `[N, h, w, C]` output). A token layer `[N, T, D]` is turned
+        into its patch grid by the CAMs (see `ji.grad_cam`).
     Returns:
       A `Wrapped` model.
     """
@@ -371,7 +378,7 @@ def wrap(model, variables=None, *, input_size=None, preprocess=None, classes=Non
             raise TypeError("preprocess must be hashable (a function or a frozen dataclass), so "
                             "that compiled programs can be reused") from None
     info = Info(tuple(classes) if classes is not None else None, input_size, int(min_size),
-                name or default_name, meta=meta)
+                name or default_name, meta=meta, cam_layer=cam_layer)
     m = Wrapped(apply, variables, preprocess, None, info)
     if classes is not None and len(classes) != m._probe[0].shape[-1]:
         raise ValueError(f"classes has {len(classes)} names for a model with "

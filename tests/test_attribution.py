@@ -35,8 +35,9 @@ SMALL = {"smooth_grad": {"samples": 4, "key": jax.random.key(3)},
                  (64 // p) ** 2)[:, None, None] for p in (16, 32)])}}
 # name -> (function (m, x, target, **chunking), takes batch_size): every registered method, and
 # one variant (VarGrad over guided backprop)
+# (the transformer methods' generic checks run on a ViT: tests/test_vit.py)
 METHODS = {name: (functools.partial(method.fn, **SMALL.get(name, {})), method.chunked)
-           for name, method in REGISTRY.items()}
+           for name, method in REGISTRY.items() if not method.transformer_only}
 METHODS["vargrad"] = (functools.partial(ji.smooth_grad, samples=4, kind="vargrad",
                                         method=ji.guided_backprop, key=jax.random.key(3)), True)
 KEYED = {name for name, method in REGISTRY.items() if method.keyed} | {"vargrad"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 
 import jax
 import jax.numpy as jnp
@@ -19,13 +20,44 @@ def _resize(cam, size, interpolation):
     return jax.image.resize(cam, (cam.shape[0], *size), interpolation)
 
 
+def grid_layout(tokens: int, image_hw) -> tuple[int, int, int] | None:
+    """How `tokens` tokens of an image of size `image_hw` lie on a patch grid: `(skip, gh,
+    gw)` with the first `skip` tokens (a class token) left out, or None if they do not.
+
+    A class token first is tried before none; the grid has the image's aspect ratio.
+    """
+    h, w = image_hw
+    for skip in (1, 0):
+        p = tokens - skip
+        if p <= 0:
+            continue
+        gh = max(1, int(round(math.sqrt(p * h / w))))
+        if p % gh == 0 and gh * w == (p // gh) * h:
+            return skip, gh, p // gh
+    return None
+
+
+def token_grid(a, image_hw):
+    """A token layer's output `[N, T, D]` as its patch grid `[N, gh, gw, D]` (the class token
+    dropped), what pytorch-grad-cam's ViT `reshape_transform` does; maps pass unchanged."""
+    if a.ndim != 3:
+        return a
+    layout = grid_layout(a.shape[1], image_hw)
+    if layout is None:
+        raise ValueError(f"a layer of {a.shape[1]} tokens does not fill a patch grid of a "
+                         f"{image_hw[0]}x{image_hw[1]} image (with or without a class token)")
+    skip, gh, gw = layout
+    return a[:, skip:].reshape(a.shape[0], gh, gw, a.shape[2])
+
+
 def _layer(m, layer):
     name = m.resolve(layer) if layer is not None else default_layer(m)
     if not is_vgg(m):
         shape = m.output_shape(name)
-        if len(shape) != 4:
-            raise ValueError(f"Grad-CAM needs a spatial layer ([N, h, w, C] output); {name!r} "
-                             f"gives {shape}")
+        size = m.info.input_size or (224, 224)
+        if len(shape) == 3 and grid_layout(shape[1], size) is None or len(shape) not in (3, 4):
+            raise ValueError(f"Grad-CAM needs a spatial layer ([N, h, w, C] output, or tokens "
+                             f"[N, T, D] on a patch grid); {name!r} gives {shape}")
     elif name.startswith("classifier") or name == "avgpool" and m.module.head == "gap":
         raise ValueError(f"Grad-CAM needs a spatial layer (features.* or avgpool), got {layer!r}")
     return name
@@ -36,7 +68,7 @@ def _grad_cam(m, x, t, layer, relu, upsample, interpolation, weighting):
     a_shape = jax.eval_shape(lambda x: m(x, check=False)[1][layer], x)
     zeros = jnp.zeros(a_shape.shape, a_shape.dtype)
     g, feats = jax.grad(lambda d: total_score(m, t, x, {layer: d}), has_aux=True)(zeros)
-    a = feats[layer]
+    a, g = token_grid(feats[layer], x.shape[1:3]), token_grid(g, x.shape[1:3])
     if weighting == "gradient":
         cam = (a * g.mean((1, 2), keepdims=True)).sum(-1)
     else:  # the seed's first approach: the plain average of the feature maps
@@ -54,7 +86,10 @@ def grad_cam(m, x, target, layer: str | None = None, relu: bool = True, upsample
       m: the model.
       x: images `[N, H, W, 3]` in [0, 1].
       target: class index, int array `[N]`, or callable `(logits, feats) -> [N]`.
-      layer: a spatial layer (name or alias); default: last conv block output (`default_layer`).
+      layer: a spatial layer (name or alias); default: last conv block output (`default_layer`;
+        a ViT: its last block's `ln_1`). A token layer `[N, T, D]` (a transformer's) is read
+        as its patch grid, the class token dropped (`token_grid`): no reshape function to
+        write.
       relu: keep positive evidence only (the paper); False gives Captum's raw `LayerGradCam`.
       upsample: resize to the input size; False returns the layer's resolution `[N, h, w]`.
       interpolation: "bilinear" (paper, pytorch-grad-cam) or "nearest".

@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._xla import tuned_jit
-from jaxinterp.attribution.cam import _layer, _resize
+from jaxinterp.attribution.cam import _layer, _resize, token_grid
 from jaxinterp.attribution.core import is_vgg, keeps_sharding, prepare
 from jaxinterp.checks import check_batch_size, check_images
 from jaxinterp.chunking import chunked_map
@@ -86,7 +86,8 @@ def activations_and_gradients(m, x, t, layer):
       t: a `Target`.
       layer: a resolved layer name, or a tuple of them (one backward pass for all).
     Returns:
-      `(a, g)`, both `[N, h, w, C]` (examples are independent: `g[i]` is example i's own); for
+      `(a, g)`, both `[N, h, w, C]` (examples are independent: `g[i]` is example i's own; a
+      token layer's as its patch grid, `token_grid`); for
       a tuple of layers, a tuple of activations and a tuple of gradients, in its order.
     """
     layers = layer if isinstance(layer, tuple) else (layer,)
@@ -98,6 +99,8 @@ def activations_and_gradients(m, x, t, layer):
         return t(logits, feats).sum(), {k: feats[k] for k in layers}
 
     g, a = jax.grad(score, has_aux=True)(zeros)
+    a = {k: token_grid(v, x.shape[1:3]) for k, v in a.items()}
+    g = {k: token_grid(v, x.shape[1:3]) for k, v in g.items()}
     if not isinstance(layer, tuple):
         return a[layer], g[layer]
     return tuple(a[k] for k in layers), tuple(g[k] for k in layers)
@@ -184,9 +187,11 @@ def _score_weights(m, x, t, a, batch_size):
 def _ablation_weights(m, x, t, layer, a, feats, clean, batch_size):
     """Ablation-CAM's channel weights `[N, C]`: `(s - s_k) / s`, with `s_k` the target score when
     channel k of the layer is set to 0, or to `min - 1e7` in an example whose layer minimum is
-    not 0 (pytorch-grad-cam's AblationLayer)."""
-    lo = a.min((1, 2, 3))
-    value = jnp.where(lo == 0, 0, lo - ABLATION_VALUE)[:, None, None]  # [N, 1, 1]
+    not 0 (pytorch-grad-cam's AblationLayer). A token layer's channel is ablated in every token,
+    the class token included (pytorch-grad-cam's `AblationLayerVit`)."""
+    a = feats[layer]
+    lo = a.min(tuple(range(1, a.ndim)))
+    value = jnp.where(lo == 0, 0, lo - ABLATION_VALUE).reshape((-1,) + (1,) * (a.ndim - 2))
     channels = jnp.arange(a.shape[-1])
     if is_vgg(m):  # run only the layers after `layer`
         names = [s.name for s in m.specs]
@@ -271,7 +276,7 @@ def _raw_maps(m, x, t, method, layers, eigen_smooth, sign_correction, batch_size
     logits, feats = m(x, check=False)
     cams = []
     for layer in layers:
-        a = feats[layer]
+        a = token_grid(feats[layer], x.shape[1:3])
         if method == "eigen_cam":
             cams.append(project(a, sign_correction))
             continue

@@ -13,6 +13,7 @@ from jaxinterp.attribution.noise import smooth_grad
 from jaxinterp.attribution.pair import blur_ig, guided_ig, xrai
 from jaxinterp.attribution.perturbation import integrated_gradients, occlusion
 from jaxinterp.attribution.relevance import deeplift, lrp
+from jaxinterp.attribution.transformers import attention_rollout, transformer_attribution
 from jaxinterp.attribution.shapley import (feature_ablation, gradient_shap, kernel_shap, lime,
                                            shapley_sampling, shapley_values)
 
@@ -31,6 +32,8 @@ class Method:
         None for single-pass methods.
       gap_only: needs a global-average-pool head (CAM).
       class_targets_only: refuses callable targets.
+      transformer_only: reads attention layers (jaxinterp's ViT; a wrapped model through the
+        function's `attention=`).
       defaults: the options a generic caller passes by default (the method's own defaults).
       summary: one line for help texts.
     """
@@ -43,6 +46,7 @@ class Method:
     work: str | None = None
     gap_only: bool = False
     class_targets_only: bool = False
+    transformer_only: bool = False
     defaults: dict = dataclasses.field(default_factory=dict)
     summary: str = ""
 
@@ -61,6 +65,13 @@ class Method:
         if self.gap_only and not hasattr(m, "specs"):
             return f"{self.name} needs jaxinterp's VGG with a global-average-pool head; " \
                    "use grad_cam on a wrapped model"
+        if self.transformer_only:
+            from jaxinterp.attribution.transformers import _vit_module
+
+            if _vit_module(m) is None:
+                return (f"{self.name} reads a vision transformer's attention; {m.arch} is not "
+                        "jaxinterp's ViT (call it with attention=[...] for a wrapped one)")
+            return None
         if self.gap_only and m.module.head != "gap":
             return f"{self.name} needs a global-average-pool head; {m.arch} has none (use grad_cam)"
         return None
@@ -124,6 +135,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            summary="Blur IG: integrated gradients along a Gaussian-blur path (PAIR)"),
     Method("xrai", xrai, "map", chunked=True, work="steps", defaults={"steps": 100},
            summary="XRAI: IG regions (Felzenszwalb) ranked greedily (PAIR)"),
+    # vision transformers
+    Method("attention_rollout", attention_rollout, "map", transformer_only=True,
+           summary="attention rollout (Abnar & Zuidema; class-independent)"),
+    Method("transformer_attribution", transformer_attribution, "map", transformer_only=True,
+           class_targets_only=True,
+           summary="Chefer et al.'s relevance (CVPR 2021; variant='iccv2021')"),
 )}
 
 
