@@ -1,7 +1,7 @@
 """jaxinterp: neural-network interpretability for JAX and Flax."""
 
-from jaxinterp import (adversarial, attribution, checks, concepts, data, evaluation, images, optvis,
-                       relevance, rules, synthesis, targets, viz)
+from jaxinterp import (adversarial, attribution, checks, concepts, data, evaluation, images,
+                       metrics, optvis, relevance, rules, synthesis, targets, viz)
 from jaxinterp.concepts import dissect, embed_2d, nearest_neighbors, tcav, top_activating
 from jaxinterp.adversarial import fgsm, pgd, robustness
 from jaxinterp._xla import compiler_options
@@ -76,6 +76,7 @@ __all__ = [
     "lrp",
     "relevance",
     "evaluation",
+    "metrics",
     "grad_cam",
     "guided_backprop",
     "guided_grad_cam",

@@ -388,6 +388,12 @@ def abstract_variables(module) -> Any:
     return jax.eval_shape(module.init, jax.random.key(0), x)
 
 
+@functools.cache
+def _jitted_init(module):
+    """One compiled initializer per architecture (cascading randomization calls it often)."""
+    return jax.jit(module.init)
+
+
 def init_model(arch: str, key: jax.Array | None = None, num_classes: int | None = None,
                **config):
     """A model with freshly initialized weights (torchvision's initialization of convolutions).
@@ -406,5 +412,5 @@ def init_model(arch: str, key: jax.Array | None = None, num_classes: int | None 
     module = build_module(meta)
     n = module_min_size(module)
     key = jax.random.key(0) if key is None else key
-    variables = jax.jit(module.init)(key, jnp.zeros((1, n, n, 3), jnp.float32))
+    variables = _jitted_init(module)(key, jnp.zeros((1, n, n, 3), jnp.float32))
     return assemble(module, variables, meta)

@@ -626,7 +626,7 @@ AUG_CASES = [pytest.param(method, layers, aug, eigen, marks=[pytest.mark.slow] i
              for method, layers, aug, eigen, slow in [
                  ("layer_cam", (9, 14), False, False, True),  # the next case covers it
                  ("hires_cam", (9, 14), True, True, False),
-                 ("full_grad", (), True, False, False),
+                 ("full_grad", (), True, False, True),  # FullGrad's parity: default run
                  ("layer_cam", (9, 14), False, True, True),
                  ("grad_cam_plus_plus", (14,), True, False, True),
                  ("eigen_cam", (9, 14), True, False, True)]]

@@ -14,7 +14,7 @@ pytest.importorskip("safetensors")
 import jaxinterp as ji  # noqa: E402
 import parity_errors  # noqa: E402
 from jaxinterp.models import vit as vit_lib  # noqa: E402
-from torch_vit import chefer, export_vit, seeded_vit, to_npz  # noqa: E402
+from torch_vit import chefer, export_vit, lxt_relevance, seeded_vit, to_npz  # noqa: E402
 
 ARCH = "vit-mini"  # 64x64 images, 8x8 patches: 65 tokens, 4 blocks, 4 heads, width 96
 
@@ -134,7 +134,9 @@ THEIRS = {"rollout": ("rollout", {}),
           "cvpr2021-start": ("cvpr2021", dict(start_layer=2))}
 
 
-@pytest.mark.parametrize("case", list(CHEFER))
+# the default run: one case of each method; CI's slow step: the options
+@pytest.mark.parametrize("case", [c if c in ("rollout", "iccv2021", "cvpr2021") else pytest.param(
+    c, marks=pytest.mark.slow) for c in CHEFER])
 def test_equals_chefers_code(pair, case):
     jm, tm, x, target = pair
     tm64 = type(tm)(tm.net, jm.preprocess.mean, jm.preprocess.std).double()
@@ -147,6 +149,32 @@ def test_equals_chefers_code(pair, case):
         assert ours.shape == (2, 8, 8) and ours.dtype == jnp.float64
         parity_errors.assert_close(ours, want, 1e-5)
     assert np.ptp(want) > 0.05 * np.abs(want).max()  # a map with structure, not a constant
+
+
+@pytest.mark.parametrize("composite", ["attn_lrp", "cp_lrp"])
+def test_attn_lrp_equals_lxt(pair, composite):
+    pytest.importorskip("lxt")
+    jm, tm, x, target = pair
+    net64 = type(tm.net)(ARCH, 10)
+    net64.load_state_dict(tm.net.state_dict())
+    net64 = net64.double().eval()
+    xn = nchw(np.asarray(jm.preprocess(jnp.asarray(x)))).double()
+    want, logits = zip(*[lxt_relevance(net64, xn[i:i + 1], int(target[i]), composite)
+                         for i in range(len(x))])
+    want = np.concatenate([w.numpy() for w in want]).transpose(0, 2, 3, 1)
+    with jax.enable_x64(True):
+        m64, x64 = float64(jm), jnp.asarray(x, jnp.float64)
+        ours = ji.lrp(m64, x64, target, composite=composite, start="logit")
+        assert ours.shape == (2, 64, 64, 3) and ours.dtype == jnp.float64
+        parity_errors.assert_close(ours, want, 1e-5)
+        one = ji.lrp(m64, x64, target, composite=composite)  # start="one": divided by the logit
+        np.testing.assert_allclose(one, ours / np.asarray(logits)[:, None, None, None],
+                                   rtol=1e-9)
+        # the rules change the result: not the plain gradient times the normalized input
+        xn64 = jm.preprocess(x64)
+        plain = xn64 * jax.grad(lambda v: m64.apply.module.apply(m64.variables, v)[
+            jnp.arange(2), target].sum())(xn64)
+        assert parity_errors.rel_err(ours, plain) > 0.05
 
 
 def test_token_grad_cam_equals_pytorch_grad_cam_with_reshape_transform(pair):

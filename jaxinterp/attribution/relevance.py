@@ -185,7 +185,9 @@ def lrp(m, x, target, *, composite="epsilon_plus_flat", start: str = "one",
         "epsilon", "epsilon_plus", "epsilon_gamma_box" (conv Gamma, dense Epsilon, first conv
         ZBox), "epsilon_alpha2_beta1", "epsilon_alpha2_beta1_flat", or a function
         `(layer path, primitive) -> rule` with rules from `jaxinterp.relevance.lrp`
-        (`Epsilon()`, `ZPlus()`, `Gamma()`, ...).
+        (`Epsilon()`, `ZPlus()`, `Gamma()`, ...). On jaxinterp's ViT: "attn_lrp" (AttnLRP)
+        or "cp_lrp" (CP-LRP), LXT's rules as gradient rewrites
+        (`jaxinterp.attribution.transformers.transformer_lrp`).
       start: "one" (the target's relevance starts at 1, zennit's one-hot) or "logit" (at the
         target score, Captum's `LRP`).
       **rule_options: for built-in composites: epsilon (1e-6), gamma (0.25), stabilizer
@@ -197,6 +199,13 @@ def lrp(m, x, target, *, composite="epsilon_plus_flat", start: str = "one",
     if start not in ("one", "logit"):
         raise ValueError(f"start must be 'one' or 'logit', got {start!r}")
     x, t = prepare(m, x, target)
+    if isinstance(composite, str) and composite in ("attn_lrp", "cp_lrp"):
+        from jaxinterp.attribution.transformers import transformer_lrp
+
+        if rule_options:
+            raise ValueError(f"composite={composite!r} takes no rule options, got "
+                             f"{', '.join(rule_options)}")
+        return transformer_lrp(m, x, t, composite, start)
     options = tuple(sorted((k, _hashable(v)) for k, v in rule_options.items()))
     return _lrp(m, t, x, composite, start, options)
 

@@ -322,3 +322,44 @@ def transformer_attribution(m, x, target, *, variant: str = "cvpr2021", start_la
     layers = attention_layers(m, attention)
     _check_start(start_layer, layers)
     return _chefer(m, x, t, layers, variant, start_layer, upsample, interpolation)
+
+
+# --------------------------------------------------------------------------- AttnLRP / CP-LRP
+TRANSFORMER_COMPOSITES = ("attn_lrp", "cp_lrp")
+
+
+@tuned_jit(static_argnames=("rule", "start"))
+def _transformer_lrp(m, x, t, rule, start):
+    module = _vit_module(m).clone(rule=rule)
+    xn = m.preprocess(x)
+
+    def score(xn):
+        s = t(module.apply(m.variables, xn), {})
+        return s.sum(), s
+
+    g, s = jax.grad(score, has_aux=True)(xn)
+    r = xn * g
+    if start == "one":  # the target's relevance starts at 1, not at its logit
+        r = r / jnp.where(s == 0, 1, s)[:, None, None, None]
+    return r
+
+
+def transformer_lrp(m, x, t, composite: str, start: str):
+    """AttnLRP (Achtibat et al. 2024) or CP-LRP (Ali et al. 2022) on jaxinterp's ViT, as LXT's
+    efficient implementation computes them: the gradient of the target under rewritten
+    backward rules, times the normalized input.
+
+    Rules ("attn_lrp"): GELU's gradient `f(x) / (x + 1e-10)` (identity rule); LayerNorm without
+    gradient through its standard deviation (identity rule); the gradients of the queries and
+    keys divided by 4 and of the values by 2 (uniform rule on `q k^T` and `A v`, the softmax
+    keeping its gradient); linear layers and the patch convolution keep theirs (LRP-0).
+    "cp_lrp": the same outside attention, and no gradient through queries and keys.
+    `ji.lrp(m, x, target, composite="attn_lrp")` calls this.
+    """
+    if _vit_module(m) is None:
+        raise ValueError(f"composite={composite!r} rewrites the gradients of jaxinterp's ViT "
+                         f"(GELU, LayerNorm, attention); {m.arch} is another model")
+    if t.fn is not None:
+        raise ValueError(f"composite={composite!r} explains a class score: pass a class index "
+                         "or an int array")
+    return _transformer_lrp(m, x, t, composite, start)

@@ -1,7 +1,7 @@
 """`jaxinterp` command line: thin subcommands over the library.
 
     jaxinterp info [MODEL]                              layers, shapes, parameters, preprocessing
-    jaxinterp weights import SRC --arch vgg16 --out DIR torchvision .pth/.safetensors, Keras .h5
+    jaxinterp weights import SRC --arch vgg16 --out DIR torchvision .pth/.safetensors, Keras .h5, ViT .npz
     jaxinterp predict [IMAGE ...] [--model M] [--top K] class names and percentages
     jaxinterp attribute [IMAGE ...] --method a,b --out DIR   the seed's pictures and figures
     jaxinterp filters --layer L --out F.png              a conv layer's filters as a grid

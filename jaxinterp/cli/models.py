@@ -30,7 +30,7 @@ def describe(name: str | None) -> str:
         for path, leaf in jax.tree_util.tree_flatten_with_path(variables.get("params", {}))[0]:
             layer = str(getattr(path[0], "key", path[0])).replace("_", ".")
             counts[layer] = counts.get(layer, 0) + int(np.prod(leaf.shape))
-    else:  # a ResNet: every submodule's output, by path; parameters of leaf modules
+    else:  # a ResNet / ViT: every submodule's output, by path; parameters of leaf modules
         feats = model_lib.assemble(module, variables, meta)._probe[1]
         rows = [(name, None) for name in feats]
         for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
@@ -44,10 +44,12 @@ def describe(name: str | None) -> str:
              f"std {p.std}",
              f"classes    {len(meta.classes)}: {', '.join(meta.classes[:8])}"
              + (", ..." if len(meta.classes) > 8 else ""),
-             f"parameters {total:,}", "", f"{'layer':<14}{'alias':<10}{'output (NHWC)':<22}params"]
+             f"parameters {total:,}", ""]
+    width = max([14] + [len(name) + 2 for name, _ in rows])
+    lines.append(f"{'layer':<{width}}{'alias':<10}{'output (NHWC)':<22}params")
     for name, alias in rows:
         shape = "x".join(map(str, feats[name].shape[1:]))
-        lines.append(f"{name:<14}{alias or '':<10}{shape:<22}{counts.get(name, 0):,}")
+        lines.append(f"{name:<{width}}{alias or '':<10}{shape:<22}{counts.get(name, 0):,}")
     extra = meta.extra
     if "source" in extra:
         lines += ["", f"imported from {extra['source'].get('file')} "
@@ -96,16 +98,19 @@ def cmd_predict(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("info", help="describe a model: layers, output shapes, parameters")
     p.add_argument("model", nargs="?", default=None,
-                   help="vgg-mini (default), vgg11/13/16/19[_bn], or a checkpoint directory")
+                   help="vgg-mini (default), an architecture (vgg11/13/16/19[_bn], resnet18 …, "
+                   "vit_b_16 …), or a checkpoint directory")
     p.set_defaults(func=cmd_info)
 
     w = sub.add_parser("weights", help="weight files").add_subparsers(dest="action", required=True)
-    p = w.add_parser("import", help="import torchvision .pth/.safetensors or Keras .h5 weights")
+    p = w.add_parser("import", help="import torchvision .pth/.safetensors, Keras .h5 or "
+                     "vision_transformer .npz weights")
     p.add_argument("src", help="weight file")
     p.add_argument("--arch", required=True,
-                   help="vgg11, vgg13, vgg16, vgg19 (+_bn), vgg-mini, resnet18 … resnet152")
+                   help="vgg11, vgg13, vgg16, vgg19 (+_bn), vgg-mini, resnet18 … resnet152, "
+                   "vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14, vit-mini")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--fmt", choices=["torch", "safetensors", "keras"], default=None,
+    p.add_argument("--fmt", choices=["torch", "safetensors", "keras", "npz"], default=None,
                    help="file format (default: from the suffix)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing jaxinterp checkpoint at --out (nothing else)")

@@ -12,6 +12,7 @@ the other).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -118,11 +119,16 @@ def key_per_example(key: Any, n: int) -> jax.Array:
 
     key = as_key(key)
     if key.ndim == 0:
-        return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n))
+        return _fold_in(key, n)
     if key.shape != (n,):
         raise ValueError(f"key must be one PRNG key or one per example ({n}), got shape "
                          f"{key.shape}")
     return key
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _fold_in(key, n):
+    return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n))
 
 
 # --------------------------------------------------------------------------- Quantus' layout

@@ -21,6 +21,7 @@ leave it, and the model sees those values as they are (Quantus and Captum do not
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -28,13 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._xla import tuned_jit
-from jaxinterp.checks import as_key, check_batch_size, check_count, check_real
+from jaxinterp.checks import check_batch_size, check_count, check_real
 from jaxinterp.chunking import chunked_map
 from jaxinterp.metrics import _common as c
 from jaxinterp.metrics._common import Curves
 
 
-def _attr(m, x, t, y, attributions, normalise, absolute, spread=True):
+def _attr(m, x, y, attributions, normalise, absolute, spread=True):
     """Checked attributions as Quantus' pre-processed flat features `[N, F]`."""
     a = c.attributions_for(m, x, y, attributions)
     a = c.check_attributions(a, x.shape[0], x.shape[1:3]).astype(x.dtype)
@@ -75,7 +76,11 @@ def _faithfulness_correlation(m, x, t, a, subsets, kind, value, softmax, batch_s
 def random_subsets(key: Any, n: int, features: int, runs: int, subset_size: int) -> jax.Array:
     """The subsets `faithfulness_correlation` draws: `[N, runs, subset_size]` feature indices,
     each run a uniform subset without replacement, example i from `fold_in(key, i)`."""
-    keys = c.key_per_example(key, n)
+    return _random_subsets(c.key_per_example(key, n), features, runs, subset_size)
+
+
+@functools.partial(jax.jit, static_argnames=("features", "runs", "subset_size"))
+def _random_subsets(keys, features, runs, subset_size):
 
     def draw(k):
         ks = jax.random.split(k, runs)
@@ -124,7 +129,7 @@ def faithfulness_correlation(m, x, y, attributions: Any, *, runs: int = 100,
     """
     batch_size = check_batch_size(batch_size)
     x, t = c.check_model_target(m, x, y)
-    a = _attr(m, x, t, y, attributions, normalise, abs)
+    a = _attr(m, x, y, attributions, normalise, abs)
     n, f = a.shape
     if subsets is None:
         runs = check_count(runs, "runs", 2)
@@ -178,7 +183,8 @@ def pixel_flipping(m, x, y, attributions: Any, *, features_in_step: int = 1,
     minimum), softmax probabilities, signed attributions. Ties in the ranking are removed in
     index order (Quantus' `np.argsort` orders them arbitrarily; a map spread over 3 channels
     ties each pixel's 3 features, so with a map choose `features_in_step` a multiple of 3 to
-    move whole pixels).
+    move whole pixels). Quantus recomputes a "mean" baseline from the partly perturbed image at
+    every step; here it is the original image's mean.
 
     Args:
       m: the model.
@@ -196,7 +202,7 @@ def pixel_flipping(m, x, y, attributions: Any, *, features_in_step: int = 1,
     """
     batch_size = check_batch_size(batch_size)
     x, t = c.check_model_target(m, x, y)
-    a = _attr(m, x, t, y, attributions, normalise, abs)
+    a = _attr(m, x, y, attributions, normalise, abs)
     per_step = check_count(features_in_step, "features_in_step")
     f = a.shape[1]
     if per_step > f:
@@ -283,7 +289,7 @@ def region_perturbation(m, x, y, attributions: Any, *, patch_size: int = 8,
     batch_size = check_batch_size(batch_size)
     c.check_choice(order, "order", ("morf", "lerf", "random"))
     x, t = c.check_model_target(m, x, y)
-    a = _attr(m, x, t, y, attributions, normalise, abs)
+    a = _attr(m, x, y, attributions, normalise, abs)
     patch = check_count(patch_size, "patch_size")
     n, h, w, _ = x.shape
     if patch > min(h, w):
@@ -354,7 +360,7 @@ def impute(x: jax.Array, removed: jax.Array, noise: jax.Array | None = None, *,
 @tuned_jit(static_argnames=("batch_size",))
 def _road(m, x, idx, rank, counts, noise, noise_scale, batch_size):
     def at(k):  # one percentage for the whole batch
-        removed = rank < counts[k][:, None, None] if counts.ndim > 1 else rank < counts[k]
+        removed = rank < counts[k]
         xp = impute(x, removed, noise_scale * noise[:, k])
         return c.predictions(m, xp) == idx
 
@@ -493,7 +499,7 @@ def monotonicity_correlation(m, x, y, attributions: Any, *, samples: int = 100,
     """
     batch_size = check_batch_size(batch_size)
     x, t = c.check_model_target(m, x, y)
-    a = _attr(m, x, t, y, attributions, normalise, abs)
+    a = _attr(m, x, y, attributions, normalise, abs)
     samples = check_count(samples, "samples")
     per_step = check_count(features_in_step, "features_in_step")
     n, f = a.shape

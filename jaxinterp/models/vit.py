@@ -13,6 +13,8 @@ LayerNorm's epsilon is 1e-6.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,10 +26,72 @@ CONFIGS = {"vit_b_16": (16, 12, 12, 768, 3072), "vit_b_32": (32, 12, 12, 768, 30
            "vit_h_14": (14, 32, 16, 1280, 5120), "vit-mini": (8, 4, 4, 96, 192)}
 ARCHS = tuple(CONFIGS)
 LN_EPS = 1e-6
+RULES = (None, "attn_lrp", "cp_lrp")  # the forward is the same; only gradients differ
 
 
-def _ln(name):
-    return nn.LayerNorm(epsilon=LN_EPS, use_fast_variance=False, name=name)
+@jax.custom_vjp
+def _identity_rule(x, y):
+    """`y = f(x)` passed on, with `f(x) / (x + 1e-10)` as its gradient (AttnLRP's identity
+    rule for elementwise nonlinearities, LXT's `identity_rule_implicit`)."""
+    return y
+
+
+def _identity_rule_fwd(x, y):
+    return y, y / (x + 1e-10)
+
+
+def _identity_rule_bwd(ratio, g):
+    return g * ratio, jnp.zeros_like(g)
+
+
+_identity_rule.defvjp(_identity_rule_fwd, _identity_rule_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def divide_gradient(x, factor):
+    """`x`, its gradient divided by `factor` (LXT's `divide_gradient`: AttnLRP's uniform rule
+    for a product of two activations)."""
+    return x
+
+
+def _divide_fwd(x, factor):
+    return x, None
+
+
+def _divide_bwd(factor, _, g):
+    return (g / factor,)
+
+
+divide_gradient.defvjp(_divide_fwd, _divide_bwd)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with Flax's parameter names (`scale`, `bias`), epsilon 1e-6; with a relevance
+    rule, no gradient through the standard deviation (AttnLRP's identity rule, LXT's
+    `layer_norm_forward`)."""
+
+    rule: str | None = None
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (d,))
+        bias = self.param("bias", nn.initializers.zeros, (d,))
+        mean = x.mean(-1, keepdims=True)
+        centred = x - mean
+        std = jnp.sqrt((centred * centred).mean(-1, keepdims=True) + LN_EPS)
+        if self.rule is not None:
+            std = jax.lax.stop_gradient(std)
+        return centred / std * scale + bias
+
+
+def _ln(name, rule=None):
+    return LayerNorm(rule, name=name)
+
+
+def _gelu(x, approximate, rule):
+    y = nn.gelu(x, approximate=approximate)
+    return y if rule is None else _identity_rule(x, y)
 
 
 class AttentionProbs(nn.Module):
@@ -42,6 +106,7 @@ class SelfAttention(nn.Module):
     """torch's `nn.MultiheadAttention(batch_first=True)` on one sequence, `in_proj` split."""
 
     num_heads: int
+    rule: str | None = None
 
     @nn.compact
     def __call__(self, x):
@@ -51,6 +116,10 @@ class SelfAttention(nn.Module):
                                       name=name)
         q, k, v = (dense(s)(x).reshape(n, t, self.num_heads, hd)
                    for s in ("query", "key", "value"))
+        if self.rule == "attn_lrp":  # LXT: q k^T and A v are products: q, k / 4; v / 2
+            q, k, v = divide_gradient(q, 4.0), divide_gradient(k, 4.0), divide_gradient(v, 2.0)
+        elif self.rule == "cp_lrp":  # no gradient through the attention weights
+            q, k = jax.lax.stop_gradient(q), jax.lax.stop_gradient(k)
         logits = jnp.einsum("nqhd,nkhd->nhqk", q, k) / np.sqrt(hd).astype(x.dtype)
         probs = AttentionProbs(name="probs")(logits)
         out = jnp.einsum("nhqk,nkhd->nqhd", probs, v).reshape(n, t, d)
@@ -62,12 +131,13 @@ class MLPBlock(nn.Module):
 
     mlp_dim: int
     approximate_gelu: bool = False
+    rule: str | None = None
 
     @nn.compact
     def __call__(self, x):
         init = dict(kernel_init=nn.initializers.xavier_uniform(),
                     bias_init=nn.initializers.normal(1e-6))
-        h = nn.gelu(nn.Dense(self.mlp_dim, name="0", **init)(x), approximate=self.approximate_gelu)
+        h = _gelu(nn.Dense(self.mlp_dim, name="0", **init)(x), self.approximate_gelu, self.rule)
         return nn.Dense(x.shape[-1], name="3", **init)(h)
 
 
@@ -77,11 +147,14 @@ class EncoderBlock(nn.Module):
     num_heads: int
     mlp_dim: int
     approximate_gelu: bool = False
+    rule: str | None = None
 
     @nn.compact
     def __call__(self, x):
-        y = x + SelfAttention(self.num_heads, name="self_attention")(_ln("ln_1")(x))
-        return y + MLPBlock(self.mlp_dim, self.approximate_gelu, name="mlp")(_ln("ln_2")(y))
+        r = self.rule
+        y = x + SelfAttention(self.num_heads, r, name="self_attention")(_ln("ln_1", r)(x))
+        return y + MLPBlock(self.mlp_dim, self.approximate_gelu, r, name="mlp")(
+            _ln("ln_2", r)(y))
 
 
 class Layers(nn.Module):
@@ -91,11 +164,12 @@ class Layers(nn.Module):
     num_heads: int
     mlp_dim: int
     approximate_gelu: bool = False
+    rule: str | None = None
 
     @nn.compact
     def __call__(self, x):
         for i in range(self.num_layers):
-            x = EncoderBlock(self.num_heads, self.mlp_dim, self.approximate_gelu,
+            x = EncoderBlock(self.num_heads, self.mlp_dim, self.approximate_gelu, self.rule,
                              name=f"encoder_layer_{i}")(x)
         return x
 
@@ -107,13 +181,14 @@ class Encoder(nn.Module):
     num_heads: int
     mlp_dim: int
     approximate_gelu: bool = False
+    rule: str | None = None
 
     @nn.compact
     def __call__(self, x):
         pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, *x.shape[1:]))
         x = Layers(self.num_layers, self.num_heads, self.mlp_dim, self.approximate_gelu,
-                   name="layers")(x + pos)
-        return _ln("ln")(x)
+                   self.rule, name="layers")(x + pos)
+        return _ln("ln", self.rule)(x)
 
 
 class Heads(nn.Module):
@@ -135,6 +210,8 @@ class VisionTransformer(nn.Module):
       num_classes: outputs of `heads.head`.
       image_size: side of the square input (fixes the position embedding's length).
       approximate_gelu: tanh-approximate GELU (google-research/vision_transformer's models).
+      rule: None, or "attn_lrp" / "cp_lrp": the same forward with LXT's gradient rewrites
+        (AttnLRP / CP-LRP in the Gradient*Input framework; `ji.lrp` sets it).
 
     Random initialization follows torchvision except for `heads.head`, which torchvision sets
     to zero (every logit 0, every gradient 0): here LeCun normal, so a random model has
@@ -149,6 +226,7 @@ class VisionTransformer(nn.Module):
     num_classes: int = 1000
     image_size: int = 224
     approximate_gelu: bool = False
+    rule: str | None = None
 
     @property
     def grid(self) -> int:
@@ -169,7 +247,7 @@ class VisionTransformer(nn.Module):
         cls = self.param("class_token", nn.initializers.zeros, (1, 1, self.hidden_dim))
         x = jnp.concatenate([jnp.broadcast_to(cls, (n, 1, self.hidden_dim)).astype(x.dtype), x], 1)
         x = Encoder(self.num_layers, self.num_heads, self.mlp_dim, self.approximate_gelu,
-                    name="encoder")(x)
+                    self.rule, name="encoder")(x)
         return Heads(self.num_classes, name="heads")(x[:, 0])
 
 
