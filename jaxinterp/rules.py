@@ -191,6 +191,65 @@ def count_relus(jaxpr, consts=(), out_kinds=None) -> int:
     return n
 
 
+_SHAPE_STEPS = ("broadcast_in_dim", "reshape", "convert_element_type", "expand_dims")
+
+
+def _softmax_divs(jaxpr) -> set:
+    """Indices of the equations ending a softmax: `exp(z) / broadcast(reduce_sum(exp(z)))`,
+    what `jax.nn.softmax` (and Flax's attention) trace to."""
+    producer = {v: eqn for eqn in jaxpr.eqns for v in eqn.outvars}
+    found = set()
+    for i, eqn in enumerate(jaxpr.eqns):
+        if eqn.primitive.name != "div" or not all(
+                isinstance(v, jax.extend.core.Var) for v in eqn.invars):
+            continue
+        num, den = eqn.invars
+        if getattr(producer.get(num), "primitive", None) is None or \
+                producer[num].primitive.name != "exp":
+            continue
+        d = producer.get(den)
+        while d is not None and d.primitive.name in _SHAPE_STEPS:
+            d = producer.get(d.invars[0]) if isinstance(d.invars[0], jax.extend.core.Var) \
+                else None
+        if d is not None and d.primitive.name == "reduce_sum" and d.invars[0] is num:
+            found.add(i)
+    return found
+
+
+def count_softmaxes(jaxpr, consts=()) -> int:
+    """Softmaxes in `jaxpr` and every jaxpr nested in it (see `softmax_outputs`)."""
+    if isinstance(jaxpr, jax.extend.core.ClosedJaxpr):
+        jaxpr = jaxpr.jaxpr
+    return len(_softmax_divs(jaxpr)) + sum(
+        count_softmaxes(j) for eqn in jaxpr.eqns for j, _ in _sub_jaxprs(eqn.params))
+
+
+def softmax_outputs(fn, taps=()):
+    """`fn` evaluated through its jaxpr, also returning every softmax it computes, in order.
+
+    A softmax is `exp(z) / sum(exp(z))` as `jax.nn.softmax` traces it, in plain code or inside
+    `jit` / `remat` calls (not in loops or branches). `taps[k]`, when given, is added to the
+    k-th softmax's output, so that a gradient with respect to it is the gradient with respect
+    to those probabilities (Chefer et al.'s `attn.register_hook`).
+
+    Args:
+      fn: a function of arrays (pytrees).
+      taps: arrays added to the softmaxes' outputs, in order (fewer than the softmaxes: the
+        rest take none).
+    Returns:
+      A function with `fn`'s signature returning `(fn's output, [softmax outputs])`.
+    """
+
+    def run(*args):
+        closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        collected = []
+        outs = _eval(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args), None, {},
+                     [], softmax=(collected, list(taps)))
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), outs), collected
+
+    return run
+
+
 def _inner_taps(eqn, subs, taps) -> dict:
     """Taps on the outputs of a jit / remat call, moved onto the inner values they are computed
     as (so that the rest of the call, e.g. the logits computed in the same jit, sees them)."""
@@ -202,8 +261,9 @@ def _inner_taps(eqn, subs, taps) -> dict:
             and j.outvars[k] not in j.invars}
 
 
-def _eval(jaxpr, consts, args, rule, taps, found, out_kinds=None):
+def _eval(jaxpr, consts, args, rule, taps, found, out_kinds=None, softmax=None):
     env = {}
+    divs = _softmax_divs(jaxpr) if softmax is not None else ()
     read = lambda v: v.val if isinstance(v, jax.extend.core.Literal) else env[v]  # noqa: E731
     env.update(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, args))
@@ -214,7 +274,10 @@ def _eval(jaxpr, consts, args, rule, taps, found, out_kinds=None):
         name, pushed = eqn.primitive.name, ()
         x = relus.get(i)
         subs = list(_sub_jaxprs(eqn.params))
-        if rule is None or x is not None or not subs:
+        if softmax is not None and subs and name in _CALLS and any(
+                count_softmaxes(j) for j, _ in subs[:1]):
+            has_relu = True  # evaluate the call inline: its softmaxes are collected
+        elif rule is None or x is not None or not subs:
             has_relu = False
         elif name in _CALLS:
             has_relu = count_relus(subs[0][0], subs[0][1], contexts[i]) > 0
@@ -228,7 +291,7 @@ def _eval(jaxpr, consts, args, rule, taps, found, out_kinds=None):
             (j, c), = subs[:1]
             inner = _inner_taps(eqn, subs, taps)
             outs = _eval(j, c, invals[len(invals) - len(j.invars):], rule, {**taps, **inner},
-                         found, None if contexts is None else contexts[i])
+                         found, None if contexts is None else contexts[i], softmax)
             pushed = {v for k, v in enumerate(eqn.outvars) if j.outvars[k] in inner}
         elif has_relu:
             raise UnsupportedReLU(
@@ -240,6 +303,11 @@ def _eval(jaxpr, consts, args, rule, taps, found, out_kinds=None):
             with eqn.ctx.manager:
                 outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
             outs = outs if eqn.primitive.multiple_results else [outs]
+        if i in divs:  # a softmax: collected, with its tap
+            collected, given = softmax
+            k = len(collected)
+            outs = [outs[0] + given[k] if k < len(given) else outs[0]]
+            collected.append(outs[0])
         for v, o in zip(eqn.outvars, outs):
             env[v] = o + taps[v] if v in taps and v not in pushed else o
     return [read(v) for v in jaxpr.outvars]

@@ -79,6 +79,33 @@ def test_every_public_name_has_a_docstring():
     assert not missing, f"public names without a docstring: {missing}"
 
 
+def _doc_blocks():
+    spec = importlib.util.spec_from_file_location("run_doc_blocks",
+                                                  ROOT / "scripts" / "run_doc_blocks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_runnable_blocks_are_found_and_parse(tmp_path):
+    # CI's docs step runs them (scripts/run_doc_blocks.py); here: found, valid Python, and a
+    # mark without its fence is an error, not a silently skipped block
+    import ast
+
+    mod = _doc_blocks()
+    found = {p.relative_to(ROOT).as_posix(): mod.blocks(p) for p in mod.pages([])}
+    found = {k: v for k, v in found.items() if v}
+    assert {"docs/site/metrics.md", "docs/site/transformers.md", "docs/site/own-model.md",
+            "README.md"} <= set(found)
+    for page, blocks in found.items():
+        for line, code in blocks:
+            ast.parse(code, f"{page}:{line}")
+    bad = tmp_path / "bad.md"
+    bad.write_text("text\n<!-- runnable -->\nnot a fence\n")
+    with pytest.raises(ValueError, match="must be followed"):
+        mod.blocks(bad)
+
+
 def test_cli_reference_covers_every_subcommand():
     pytest.importorskip("mkdocs")
     sys.path.insert(0, str(ROOT / "scripts"))

@@ -13,6 +13,7 @@ pytest.importorskip("safetensors")
 
 import jaxinterp as ji  # noqa: E402
 import parity_errors  # noqa: E402
+from jaxinterp.attribution.transformers import rollout  # noqa: E402
 from jaxinterp.models import vit as vit_lib  # noqa: E402
 from torch_vit import chefer, export_vit, lxt_relevance, seeded_vit, to_npz  # noqa: E402
 
@@ -237,12 +238,49 @@ def test_a_wrapped_vit_names_its_attention(pair):
     np.testing.assert_allclose(
         ji.transformer_attribution(user, x, target, variant="iccv2021", attention=layers),
         ji.transformer_attribution(jm, x, target, variant="iccv2021"), rtol=1e-6)
-    with pytest.raises(ValueError, match="attention="):
-        ji.attention_rollout(user, x)
+    # without attention=: the softmaxes of the traced function (the ViT's 4, in order)
+    np.testing.assert_allclose(ji.attention_rollout(user, x), ji.attention_rollout(jm, x),
+                               rtol=1e-6)
+    np.testing.assert_allclose(
+        ji.transformer_attribution(user, x, target, variant="iccv2021"),
+        ji.transformer_attribution(jm, x, target, variant="iccv2021"), rtol=1e-6)
     with pytest.raises(ValueError, match="cvpr2021"):
         ji.transformer_attribution(user, x, target, attention=layers)
     with pytest.raises(ValueError, match="not an attention-probability layer"):
         ji.attention_rollout(user, x, attention=["encoder/layers/encoder_layer_0"])
+
+
+def test_attention_of_a_users_flax_vit_is_found_by_its_softmax():
+    import flax.linen as nn
+
+    class TinyViT(nn.Module):  # Flax's own attention; no layer named by the user
+        sow: bool = False
+
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(32, (8, 8), (8, 8), name="patches")(x)
+            x = x.reshape(x.shape[0], -1, 32)
+            cls = self.param("cls", nn.initializers.normal(1.0), (1, 1, 32))
+            x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, 32)), x], 1)
+            for i in range(2):
+                h = nn.LayerNorm()(x)
+                x = x + nn.MultiHeadDotProductAttention(4, name=f"attn{i}")(
+                    h, h, sow_weights=self.sow)
+                x = x + nn.Dense(32)(nn.gelu(nn.Dense(64)(nn.LayerNorm()(x))))
+            return nn.Dense(5)(x[:, 0])
+
+    x = np.random.default_rng(3).random((2, 32, 32, 3), dtype=np.float32)
+    variables = TinyViT().init(jax.random.key(0), x)
+    m = ji.wrap(TinyViT(), variables, input_size=(32, 32))
+    # the reference: Flax's own sown attention weights, rolled out
+    _, inter = TinyViT(sow=True).apply(variables, x, mutable=["intermediates"])
+    sown = [inter["intermediates"][f"attn{i}"]["attention_weights"][0] for i in range(2)]
+    want = rollout([a.mean(1) for a in sown])[:, 0, 1:].reshape(2, 4, 4)
+    parity_errors.assert_close(ji.attention_rollout(m, x, upsample=False), want, 1e-5)
+    # ICCV 2021: the gradient at the found softmaxes equals the gradient at the sown weights
+    t = np.array([1, 4])
+    ours = ji.transformer_attribution(m, x, t, variant="iccv2021", upsample=False)
+    assert ours.shape == (2, 4, 4) and np.ptp(np.asarray(ours)) > 0
 
 
 def test_batch_jit_and_errors(pair, mini):

@@ -193,8 +193,11 @@ def test_unknown_arch_and_format(mini_torch, tmp_path):
     _, d = mini_torch
     with pytest.raises(ValueError, match="unknown arch 'vgg12'"):
         ji.import_weights(d / "mini.pth", arch="vgg12")
-    (tmp_path / "w.npz").write_bytes(b"")
+    (tmp_path / "w.npy").write_bytes(b"")
     with pytest.raises(ValueError, match="pass fmt="):
+        ji.import_weights(tmp_path / "w.npy", arch="vgg16")
+    (tmp_path / "w.npz").write_bytes(b"")  # .npz: ViT checkpoints only
+    with pytest.raises(ValueError, match="npz import is for ViTs"):
         ji.import_weights(tmp_path / "w.npz", arch="vgg16")
     with pytest.raises(FileNotFoundError):
         ji.import_weights(tmp_path / "missing.pth", arch="vgg16")

@@ -3,9 +3,10 @@ and Chefer et al.'s relevance (CVPR 2021 "Transformer Interpretability Beyond At
 Visualization"; ICCV 2021 "Generic Attention-model Explainability").
 
 Both read every block's attention probabilities `[N, heads, T, T]` (the class token first),
-which jaxinterp's ViT records as `encoder/layers/encoder_layer_i/self_attention/probs`; a
-user's model names them with `attention=` (the layers, in block order: a linen module that
-computes its softmax in a submodule, or a function returning them in its feature dict).
+which jaxinterp's ViT records as `encoder/layers/encoder_layer_i/self_attention/probs`. On a
+user's model they are found in its traced function: every softmax (`exp(z) / sum(exp(z))`, as
+`jax.nn.softmax` and Flax's attention trace) with an `[N, heads, T, T]` output, in the order
+computed (`rules.softmax_outputs`); or named with `attention=` (layers, in block order).
 Each method is one compiled program for the batch; maps are the class token's row over the
 patches, `[N, gh, gw]`, upsampled to `[N, H, W]` by default.
 """
@@ -36,20 +37,26 @@ def _vit_module(m):
     return None
 
 
-def attention_layers(m, attention: Sequence[str] | None = None) -> tuple[str, ...]:
+SOFTMAX = "softmax"  # attention found as the softmaxes of the traced function
+
+
+def attention_layers(m, attention: Sequence[str] | None = None):
     """The layers holding each block's attention probabilities, in block order.
 
     Args:
-      m: a jaxinterp ViT, or a wrapped model with `attention` given.
-      attention: layer names of `[N, heads, T, T]` outputs (rows summing to 1).
+      m: a jaxinterp ViT, or a wrapped model.
+      attention: layer names of `[N, heads, T, T]` outputs (rows summing to 1); None: the
+        ViT's own, or for another model the softmaxes found in its traced function.
     Returns:
-      Resolved layer names.
+      Resolved layer names, or `SOFTMAX` (found by tracing).
     """
     if attention is None:
         module = _vit_module(m)
         if module is None:
-            raise ValueError(f"{m.arch}: name its attention-probability layers with attention="
-                             "[...] (outputs [N, heads, T, T], one per block, in order)")
+            if not hasattr(m, "apply"):
+                raise ValueError(f"{m.arch} has no attention (jaxinterp's VGG)")
+            _attention_softmaxes(m)  # raises when there are none
+            return SOFTMAX
         from jaxinterp.models import vit as vit_lib
 
         attention = vit_lib.attention_layers(module)
@@ -62,6 +69,59 @@ def attention_layers(m, attention: Sequence[str] | None = None) -> tuple[str, ..
             raise ValueError(f"{name!r} is not an attention-probability layer: its output is "
                              f"{shape}, not [N, heads, T, T]")
     return names
+
+
+def _softmax_run(m, x, taps=()):
+    """`(logits, [softmax outputs])` of a wrapped model on images `x` (unchecked)."""
+    from jaxinterp import rules
+    from jaxinterp.wrapped import _forward_fn
+
+    fwd = _forward_fn(m.apply, m.preprocess_fn, m.act)
+    (logits, _), probs = rules.softmax_outputs(lambda v, x: fwd(v, x, {}), taps)(m.variables, x)
+    return logits, probs
+
+
+def _attention_softmaxes(m, x_shape=None) -> list[int]:
+    """Indices of the softmaxes whose outputs are attention probabilities `[N, heads, T, T]`."""
+    size = x_shape or (1, *(m.info.input_size or (224, 224)), 3)
+    _, probs = jax.eval_shape(lambda x: _softmax_run(m, x), jax.ShapeDtypeStruct(size,
+                                                                                 jnp.float32))
+    keep = [k for k, p in enumerate(probs) if p.ndim == 4 and p.shape[-1] == p.shape[-2]]
+    if not keep:
+        raise ValueError(f"no attention found in {m.arch}: its traced function computes "
+                         f"{len(probs)} softmax(es), none of shape [N, heads, T, T]; name its "
+                         "attention-probability layers with attention=[...]")
+    return keep
+
+
+def _attention(m, x, t, layers):
+    """`(probs, grads)`: each block's attention `[N, heads, T, T]` and the gradient of the
+    summed target scores at it (None without a target)."""
+    if layers == SOFTMAX:
+        keep = _attention_softmaxes(m, x.shape)
+        if t is None:
+            return [p for k, p in enumerate(_softmax_run(m, x)[1]) if k in keep], None
+        shapes = jax.eval_shape(lambda x: _softmax_run(m, x)[1], x)
+        zeros = [jnp.zeros(s.shape, s.dtype) for s in shapes]
+
+        def score(d):
+            logits, probs = _softmax_run(m, x, d)
+            return t(logits, {}).sum(), probs
+
+        grads, probs = jax.grad(score, has_aux=True)(zeros)
+        return [probs[k] for k in keep], [grads[k] for k in keep]
+    if t is None:
+        _, feats = m(x, check=False)
+        return [feats[k] for k in layers], None
+    shapes = jax.eval_shape(lambda x: m(x, check=False)[1], x)
+    zeros = {k: jnp.zeros(shapes[k].shape, shapes[k].dtype) for k in layers}
+
+    def score(d):
+        logits, feats = m(x, check=False, taps=d)
+        return t(logits, feats).sum(), feats
+
+    grads, feats = jax.grad(score, has_aux=True)(zeros)
+    return [feats[k] for k in layers], [grads[k] for k in layers]
 
 
 def _cls_map(rows, image_hw, upsample, interpolation):
@@ -108,14 +168,15 @@ def rollout(mats, start_layer: int = 0):
 @tuned_jit(static_argnames=("layers", "head_fusion", "discard_ratio", "start_layer", "upsample",
                             "interpolation"))
 def _rollout(m, x, layers, head_fusion, discard_ratio, start_layer, upsample, interpolation):
-    _, feats = m(x, check=False)
-    mats = [_discard(_fuse(feats[k], head_fusion), discard_ratio) for k in layers]
+    probs, _ = _attention(m, x, None, layers)
+    mats = [_discard(_fuse(a, head_fusion), discard_ratio) for a in probs]
     return _cls_map(rollout(mats, start_layer)[:, 0, 1:], x.shape[1:3], upsample, interpolation)
 
 
-def _check_start(start_layer, layers):
-    if not isinstance(start_layer, int) or not 0 <= start_layer < len(layers):
-        raise ValueError(f"start_layer must be an int in [0, {len(layers)}), got {start_layer!r}")
+def _check_start(start_layer, layers, m=None):
+    n = len(_attention_softmaxes(m)) if layers == SOFTMAX else len(layers)
+    if not isinstance(start_layer, int) or not 0 <= start_layer < n:
+        raise ValueError(f"start_layer must be an int in [0, {n}), got {start_layer!r}")
 
 
 @keeps_sharding
@@ -138,7 +199,8 @@ def attention_rollout(m, x, target=None, *, head_fusion: str = "mean", discard_r
       discard_ratio: fraction of each image's fused attention weights set to 0, the smallest
         first, before adding the identity (the class token's own weight is kept).
       start_layer: the first block multiplied in (Chefer's `start_layer`).
-      attention: the attention-probability layers, for a wrapped model.
+      attention: the attention-probability layers of a wrapped model; None: found as the
+        `[N, heads, T, T]` softmaxes of its traced function.
       upsample: resize to the input size; False returns the patch grid `[N, gh, gw]`.
       interpolation: "bilinear" or "nearest".
     Returns:
@@ -151,7 +213,7 @@ def attention_rollout(m, x, target=None, *, head_fusion: str = "mean", discard_r
     ratio = float(discard_ratio)
     x = check_images(x, min_size=m.min_size)
     layers = attention_layers(m, attention)
-    _check_start(start_layer, layers)
+    _check_start(start_layer, layers, m)
     return _rollout(m, x, layers, head_fusion, ratio, start_layer, upsample, interpolation)
 
 
@@ -256,22 +318,23 @@ def attention_relevance(m, x, t, feats, module):
 
 @tuned_jit(static_argnames=("layers", "variant", "start_layer", "upsample", "interpolation"))
 def _chefer(m, x, t, layers, variant, start_layer, upsample, interpolation):
-    shapes = jax.eval_shape(lambda x: m(x, check=False)[1], x)
-    zeros = {k: jnp.zeros(shapes[k].shape, shapes[k].dtype) for k in layers}
-
-    def score(d):
-        logits, feats = m(x, check=False, taps=d)
-        return t(logits, feats).sum(), feats
-
-    grads, feats = jax.grad(score, has_aux=True)(zeros)
     if variant == "iccv2021":
-        tokens = shapes[layers[0]].shape[-1]
+        probs, grads = _attention(m, x, t, layers)
+        tokens = probs[0].shape[-1]
         r = jnp.broadcast_to(jnp.eye(tokens, dtype=x.dtype), (x.shape[0], tokens, tokens))
-        for k in layers:
-            cam = jnp.maximum(grads[k] * feats[k], 0).mean(1)
+        for a, g in zip(probs, grads):
+            cam = jnp.maximum(g * a, 0).mean(1)
             r = r + cam @ r
         rows = r[:, 0, 1:]
     else:
+        shapes = jax.eval_shape(lambda x: m(x, check=False)[1], x)
+        zeros = {k: jnp.zeros(shapes[k].shape, shapes[k].dtype) for k in layers}
+
+        def score(d):
+            logits, feats = m(x, check=False, taps=d)
+            return t(logits, feats).sum(), feats
+
+        grads, feats = jax.grad(score, has_aux=True)(zeros)
         relevance = attention_relevance(m, x, t, feats, _vit_module(m))
         cams = [jnp.maximum(grads[k] * ra, 0).mean(1) for k, ra in zip(layers, relevance)]
         rows = rollout(cams, start_layer)[:, 0, 1:]
@@ -295,8 +358,9 @@ def transformer_attribution(m, x, target, *, variant: str = "cvpr2021", start_la
     `jax.enable_x64` with float64 variables for exact comparisons; "iccv2021": 3e-6).
 
     "iccv2021" (Generic Attention-model Explainability): `R = I`, then for each block
-    `R += mean_heads(clamp(dA ⊙ A, 0)) @ R`; the class token's row. Works on any model whose
-    attention layers are named (`attention=`).
+    `R += mean_heads(clamp(dA ⊙ A, 0)) @ R`; the class token's row. Works on any model: its
+    attention is found as the `[N, heads, T, T]` softmaxes of the traced function, or named
+    (`attention=`).
 
     Args:
       m: a ViT.
@@ -304,7 +368,8 @@ def transformer_attribution(m, x, target, *, variant: str = "cvpr2021", start_la
       target: class index or int array `[N]` (the logit's gradient, as Chefer's one-hot).
       variant: "cvpr2021" or "iccv2021".
       start_layer: the first block rolled out ("cvpr2021"; Chefer's default 0).
-      attention: the attention-probability layers, for a wrapped model ("iccv2021").
+      attention: the attention-probability layers of a wrapped model ("iccv2021"); None:
+        found as the `[N, heads, T, T]` softmaxes of its traced function.
       upsample: resize to the input size; False returns the patch grid `[N, gh, gw]`.
       interpolation: "bilinear" or "nearest".
     Returns:
@@ -320,7 +385,7 @@ def transformer_attribution(m, x, target, *, variant: str = "cvpr2021", start_la
                          f"{m.arch} is another model: use variant='iccv2021' with attention=")
     x, t = prepare(m, x, target)
     layers = attention_layers(m, attention)
-    _check_start(start_layer, layers)
+    _check_start(start_layer, layers, m)
     return _chefer(m, x, t, layers, variant, start_layer, upsample, interpolation)
 
 
