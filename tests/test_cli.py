@@ -604,3 +604,43 @@ def test_texture_resume_is_reported_as_a_resume(cli, tmp_path, monkeypatch):
     run = json.loads((tmp_path / "t2" / "run.json").read_text())
     assert run["resumed_at_step"] == 2 and run["first_loss"] is None, run
     assert run["loss_at_resume"] > 0 and "resumed at step 2" in out
+
+
+def test_evaluate_writes_the_leaderboard_of_direct_metric_calls(tmp_path):
+    import json
+
+    import jax
+
+    import jaxinterp as ji
+
+    out = tmp_path / "ev"
+    r = jaxinterp("evaluate", "--methods", "saliency,grad_cam", "--samples", "6", "--batch", "4",
+                  "--metrics", "relevance_rank_accuracy,sparseness,faithfulness_correlation",
+                  "--metric-samples", "10", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert [row["method"] for row in board["rows"]] == ["saliency", "grad_cam"]
+    m = ji.load_model()
+    b = ji.data.shapes(jax.random.key(1000003), 6)  # two chunks: 4 + 2 images
+    cam = np.concatenate([ji.grad_cam(m, b.images[s], b.labels[s])
+                          for s in (slice(0, 4), slice(4, 6))])
+    row = board["rows"][1]["scores"]
+    want = ji.metrics.sparseness(m, b.images, b.labels, cam)
+    np.testing.assert_allclose(row["sparseness"]["mean"], want.mean(), rtol=1e-5)
+    np.testing.assert_allclose(row["sparseness"]["ci95"],
+                               1.96 * want.std(ddof=1) / np.sqrt(6), rtol=1e-4)
+    # localisation sees |attributions| (saliency is signed: abs matters there)
+    sal = np.concatenate([ji.saliency(m, b.images[s], b.labels[s])
+                          for s in (slice(0, 4), slice(4, 6))])
+    rank = ji.metrics.relevance_rank_accuracy(m, b.images, b.labels, sal, b.mask, abs=True)
+    assert not np.allclose(rank, ji.metrics.relevance_rank_accuracy(m, b.images, b.labels, sal,
+                                                                    b.mask))
+    np.testing.assert_allclose(board["rows"][0]["scores"]["relevance_rank_accuracy"]["mean"],
+                               rank.mean(), rtol=1e-5)
+    assert board["per_image"]["grad_cam"]["faithfulness_correlation"].__len__() == 6
+    html = (out / "leaderboard.html").read_text()
+    assert "<th onclick=\"sortBy(1)\">relevance_rank_accuracy ↑</th>" in html
+    assert (out / "leaderboard.csv").read_text().splitlines()[0].startswith(
+        "method,relevance_rank_accuracy mean")
+    r = jaxinterp("evaluate", "--metrics", "nonsense", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "unknown metric 'nonsense'" in r.stderr

@@ -36,14 +36,14 @@ import sys
 import traceback
 import warnings
 
-from . import attribution, concepts, common, models, optimization, runs
+from . import attribution, concepts, common, evaluate, models, optimization, runs
 from .common import (USAGE_ERRORS, Interrupted, Parser, _interrupt, busy, channel_spec,
                      enable_compilation_cache, layer_list, method_list, nonnegative_float,
                      nonnegative_int, one_line_warning, positive_float, positive_int, progress)
 from .models import describe
 from .optimization import eps_list
 
-FAMILIES = (models, attribution, runs, concepts, optimization)
+FAMILIES = (models, attribution, evaluate, runs, concepts, optimization)
 
 
 def build_parser() -> argparse.ArgumentParser:
