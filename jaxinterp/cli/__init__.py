@@ -4,6 +4,7 @@
     jaxinterp weights import SRC --arch vgg16 --out DIR torchvision .pth/.safetensors, Keras .h5, ViT .npz
     jaxinterp predict [IMAGE ...] [--model M] [--top K] class names and percentages
     jaxinterp attribute [IMAGE ...] --method a,b --out DIR   the seed's pictures and figures
+    jaxinterp evaluate --methods a,b --metrics all --out DIR   the leaderboard (ji.metrics)
     jaxinterp filters --layer L --out F.png              a conv layer's filters as a grid
     jaxinterp activations [IMAGE] --layer L --out F.png  an image's feature maps as a grid
     jaxinterp visualize --layer L [--channel C] --out F.png   feature visualization (Lucid-style)
@@ -19,7 +20,7 @@
     jaxinterp tcav --layer L --concept color:red --target star   TCAV with a t-test
 
 Layout: one module per command family, each with a `register(sub)` that adds its parsers and
-their handlers (`models`, `attribution`, `runs`, `optimization`, `concepts`); the shared checks,
+their handlers (`models`, `attribution`, `evaluate`, `runs`, `optimization`, `concepts`); the shared checks,
 argument types, bounds, input batches and output helpers live once in `common`. A new command
 touches one family module (and, for a new family, `FAMILIES` below).
 
@@ -47,7 +48,7 @@ FAMILIES = (models, attribution, evaluate, runs, concepts, optimization)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = Parser(prog="jaxinterp", description="Interpretability for JAX/Flax VGGs.")
+    ap = Parser(prog="jaxinterp", description="Interpretability for JAX / Flax models.")
     ap.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True)
     for family in FAMILIES:
