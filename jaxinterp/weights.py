@@ -50,12 +50,20 @@ def _shipped_roots() -> list[Path]:
     return [Path(str(packaged)), REPO_WEIGHTS]
 
 
+def shipped_checkpoint(name: str = "vgg-mini") -> Path | None:
+    """Directory of a shipped checkpoint (`vgg-mini`, `vit-mini`), or None if not shipped."""
+    for root in _shipped_roots():
+        if (root / name / "metadata.json").exists():
+            return root / name
+    return None
+
+
 def default_checkpoint() -> Path:
     """Directory of the shipped `vgg-mini` checkpoint (`$JAXINTERP_WEIGHTS/vgg-mini` overrides)."""
+    path = shipped_checkpoint("vgg-mini")
+    if path is not None:
+        return path
     roots = _shipped_roots()
-    for root in roots:
-        if (root / "vgg-mini" / "metadata.json").exists():
-            return root / "vgg-mini"
     raise FileNotFoundError(
         "the default vgg-mini checkpoint is missing (looked in "
         f"{', '.join(str(r / 'vgg-mini') for r in roots)}); reinstall jaxinterp, set "
@@ -257,6 +265,13 @@ def locate(name: str | os.PathLike | None = None, key: Any = None, **config) -> 
     """
     if name is None or (name == "vgg-mini" and key is None and not config):
         return "default", default_checkpoint()
+    if name == "vit-mini" and key is None and not config:
+        path = shipped_checkpoint("vit-mini")
+        if path is None:
+            raise ValueError("vit-mini's trained weights are not shipped with this version "
+                             "(train them with scripts/train_default.py --arch vit-mini); "
+                             "load_model('vit-mini', key=0) gives random weights")
+        return "default", path
     name = os.fspath(name)
     is_arch = _is_arch(name)
     if is_arch and (key is not None or config):
@@ -285,7 +300,8 @@ def load_model(name: str | os.PathLike | None = None, *, key: Any = None,
     """Loads a model by name or checkpoint directory.
 
     Args:
-      name: None or "vgg-mini" for the shipped default (trained on `shapes`, offline); an
+      name: None or "vgg-mini" for the shipped default (trained on `shapes`, offline);
+        "vit-mini" for the shipped ViT trained on `shapes` (when shipped); an
         architecture name (`vgg11`, `vgg13`, `vgg16`, `vgg19`, `_bn` variants) for random weights;
         or the path of a checkpoint directory written by `save_model` / `import_weights`.
       key: PRNG key (or int seed) for random weights. Given with "vgg-mini", it initializes the

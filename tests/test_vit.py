@@ -309,3 +309,17 @@ def test_batch_jit_and_errors(pair, mini):
         jm(np.zeros((1, 96, 96, 3), np.float32))
     assert ji.attribution.METHODS["attention_rollout"].supports(mini) is not None
     assert ji.attribution.METHODS["transformer_attribution"].supports(jm) is None
+
+
+def test_vit_mini_by_name_is_the_shipped_checkpoint_or_a_clear_error():
+    from jaxinterp.weights import shipped_checkpoint
+
+    if shipped_checkpoint("vit-mini") is None:
+        with pytest.raises(ValueError, match="not shipped"):
+            ji.load_model("vit-mini")
+        return
+    m = ji.load_model("vit-mini")
+    assert m.arch == "vit-mini" and m.meta.extra["test"]["accuracy"] >= 0.97
+    b = ji.data.shapes(jax.random.key(1_000_003), 200, start=5000)  # held out, unseen here
+    acc = float((np.asarray(m(b.images)[0]).argmax(-1) == np.asarray(b.labels)).mean())
+    assert acc >= 0.95, acc
