@@ -538,14 +538,19 @@ def _import_resnet(src, arch, fmt, out, classes, overwrite):
     fc = variables["params"].get("fc", {})
     num_classes = int(np.shape(fc["kernel"])[-1] if "kernel" in fc
                       else np.shape(fc.get("bias", np.zeros(1000)))[0])
-    meta = model_lib.model_meta(arch, num_classes)
-    if classes is not None:
-        if len(classes) != num_classes:
-            raise ValueError(f"classes has {len(classes)} names but the file has {num_classes} outputs")
-        meta = dataclasses.replace(meta, classes=tuple(classes))
-    meta = dataclasses.replace(meta, extra_json=json.dumps(
-        {"source": {"file": Path(src).name, "format": fmt}}))
+    meta = _named_and_sourced(model_lib.model_meta(arch, num_classes), classes, src, fmt)
     return _finish_import(variables, model_lib.build_module(meta), meta, src, out, overwrite)
+
+
+def _named_and_sourced(meta, classes, src, fmt):
+    """`meta` with the user's class names (checked against the head) and the source file."""
+    if classes is not None:
+        if len(classes) != len(meta.classes):
+            raise ValueError(f"classes has {len(classes)} names but the file has "
+                             f"{len(meta.classes)} outputs")
+        meta = dataclasses.replace(meta, classes=tuple(classes))
+    return dataclasses.replace(meta, extra_json=json.dumps(
+        {"source": {"file": Path(src).name, "format": fmt}}))
 
 
 def _read_npz(src) -> dict:
@@ -570,11 +575,5 @@ def _import_vit(src, arch, fmt, out, classes, overwrite):
     meta = model_lib.model_meta(arch, sizes.get("num_classes"), **config)
     if npz:  # vision_transformer's models take images in [-1, 1]
         meta = dataclasses.replace(meta, preprocess=model_lib.Preprocess((0.5,) * 3, (0.5,) * 3))
-    if classes is not None:
-        if len(classes) != len(meta.classes):
-            raise ValueError(f"classes has {len(classes)} names but the file has "
-                             f"{len(meta.classes)} outputs")
-        meta = dataclasses.replace(meta, classes=tuple(classes))
-    meta = dataclasses.replace(meta, extra_json=json.dumps(
-        {"source": {"file": Path(src).name, "format": fmt}}))
+    meta = _named_and_sourced(meta, classes, src, fmt)
     return _finish_import(variables, model_lib.build_module(meta), meta, src, out, overwrite)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from jaxinterp._xla import tuned_jit
 from jaxinterp.attribution.cam import _resize, grid_layout
-from jaxinterp.attribution.core import keeps_sharding, prepare
+from jaxinterp.attribution.core import keeps_sharding, prepare, total_score
 from jaxinterp.checks import check_images
 
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -82,8 +82,12 @@ def _softmax_run(m, x, taps=()):
 
 
 def _attention_softmaxes(m, x_shape=None) -> list[int]:
-    """Indices of the softmaxes whose outputs are attention probabilities `[N, heads, T, T]`."""
-    size = x_shape or (1, *(m.info.input_size or (224, 224)), 3)
+    """Indices of the softmaxes whose outputs are attention probabilities `[N, heads, T, T]`
+    (found by tracing the model once per image size; remembered with the model)."""
+    size = tuple(x_shape or (1, *(m.info.input_size or (224, 224)), 3))
+    cache_key = ("attention_softmaxes", size[1:])
+    if cache_key in m.info.cache:
+        return m.info.cache[cache_key]
     _, probs = jax.eval_shape(lambda x: _softmax_run(m, x), jax.ShapeDtypeStruct(size,
                                                                                  jnp.float32))
     keep = [k for k, p in enumerate(probs) if p.ndim == 4 and p.shape[-1] == p.shape[-2]]
@@ -91,6 +95,7 @@ def _attention_softmaxes(m, x_shape=None) -> list[int]:
         raise ValueError(f"no attention found in {m.arch}: its traced function computes "
                          f"{len(probs)} softmax(es), none of shape [N, heads, T, T]; name its "
                          "attention-probability layers with attention=[...]")
+    m.info.cache[cache_key] = keep
     return keep
 
 
@@ -113,15 +118,16 @@ def _attention(m, x, t, layers):
     if t is None:
         _, feats = m(x, check=False)
         return [feats[k] for k in layers], None
+    grads, feats = _layer_gradients(m, x, t, layers)
+    return [feats[k] for k in layers], [grads[k] for k in layers]
+
+
+def _layer_gradients(m, x, t, layers):
+    """`(grads, feats)`: the summed target score's gradient at each of `layers` (through taps)
+    and every layer's output, from one forward and backward pass."""
     shapes = jax.eval_shape(lambda x: m(x, check=False)[1], x)
     zeros = {k: jnp.zeros(shapes[k].shape, shapes[k].dtype) for k in layers}
-
-    def score(d):
-        logits, feats = m(x, check=False, taps=d)
-        return t(logits, feats).sum(), feats
-
-    grads, feats = jax.grad(score, has_aux=True)(zeros)
-    return [feats[k] for k in layers], [grads[k] for k in layers]
+    return jax.grad(lambda d: total_score(m, t, x, d), has_aux=True)(zeros)
 
 
 def _cls_map(rows, image_hw, upsample, interpolation):
@@ -327,14 +333,7 @@ def _chefer(m, x, t, layers, variant, start_layer, upsample, interpolation):
             r = r + cam @ r
         rows = r[:, 0, 1:]
     else:
-        shapes = jax.eval_shape(lambda x: m(x, check=False)[1], x)
-        zeros = {k: jnp.zeros(shapes[k].shape, shapes[k].dtype) for k in layers}
-
-        def score(d):
-            logits, feats = m(x, check=False, taps=d)
-            return t(logits, feats).sum(), feats
-
-        grads, feats = jax.grad(score, has_aux=True)(zeros)
+        grads, feats = _layer_gradients(m, x, t, layers)
         relevance = attention_relevance(m, x, t, feats, _vit_module(m))
         cams = [jnp.maximum(grads[k] * ra, 0).mean(1) for k, ra in zip(layers, relevance)]
         rows = rollout(cams, start_layer)[:, 0, 1:]
