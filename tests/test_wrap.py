@@ -26,8 +26,10 @@ SMALL = {"smooth_grad": {"samples": 3, "key": jax.random.key(3)},
          "gradient_shap": {"samples": 2}, "guided_ig": {"steps": 4}, "blur_ig": {"steps": 4},
          "xrai": {"steps": 4, "segments": np.arange(16).reshape(4, 4).repeat(4, 0).repeat(
              4, 1)[None] == np.arange(16)[:, None, None]}}
-# not CAM (GAP heads only) nor FullGrad (which needs biases= on a wrapped model; tests/test_cams.py)
-METHODS = [n for n in ji.attribution.METHODS if n not in ("cam", "full_grad")]
+# not CAM (GAP heads only), FullGrad (which needs biases= on a wrapped model; tests/test_cams.py)
+# nor the attention methods (these CNNs have no attention; wrapped ViTs in tests/test_vit.py)
+METHODS = [n for n, meth in ji.attribution.METHODS.items()
+           if n not in ("cam", "full_grad") and not meth.transformer_only]
 
 
 def maximum_relu(x):
