@@ -26,6 +26,7 @@ from jaxinterp import model as model_lib
 from jaxinterp.outputs import current_umask, replace_dir, stale_leftovers
 from jaxinterp.models import resnet as resnet_lib
 from jaxinterp.models import vgg as vgg_lib
+from jaxinterp.models import gpt2 as gpt2_lib
 from jaxinterp.models import vit as vit_lib
 
 FORMAT = "jaxinterp-checkpoint"
@@ -34,6 +35,9 @@ REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 SUFFIXES = {".pth": "torch", ".pt": "torch", ".bin": "torch", ".safetensors": "safetensors",
             ".h5": "keras", ".hdf5": "keras", ".npz": "npz"}
+# shipped models besides vgg-mini, and how to train them when a build lacks them
+TRAINED_HERE = {"vit-mini": "scripts/train_default.py --arch vit-mini",
+                "lm-mini": "scripts/train_lm.py"}
 FORMATS = ("torch", "safetensors", "keras", "npz")
 
 
@@ -79,9 +83,12 @@ def _flat(tree: Any) -> dict[str, Any]:
             for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def check_variables(variables: Any, module: vgg_lib.VGG, source: str) -> None:
-    """Raises `CheckpointError` listing missing, unexpected and mis-shaped entries."""
-    want = {k: tuple(v.shape) for k, v in _flat(model_lib.abstract_variables(module)).items()}
+def check_variables(variables: Any, module: vgg_lib.VGG | None, source: str,
+                    expected: Any = None) -> None:
+    """Raises `CheckpointError` listing missing, unexpected and mis-shaped entries, against
+    `module`'s variables (or the abstract tree `expected`)."""
+    expected = model_lib.abstract_variables(module) if expected is None else expected
+    want = {k: tuple(v.shape) for k, v in _flat(expected).items()}
     have = {k: tuple(np.shape(v)) for k, v in _flat(variables).items()}
     problems = [f"  missing {k} {want[k]}" for k in want if k not in have]
     problems += [f"  unexpected {k} {have[k]}" for k in have if k not in want]
@@ -132,6 +139,20 @@ def _clean_stale(path: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def _is_language_model(m) -> bool:
+    from jaxinterp.text.model import LanguageModel
+
+    return isinstance(m, LanguageModel)
+
+
+def _state_of(m):
+    return {"params": m.params} if _is_language_model(m) else m.variables
+
+
+def _records_of(m) -> dict:
+    return m.metadata() if _is_language_model(m) else m.meta.to_dict()
+
+
 def save_model(m: model_lib.Model, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Writes `m` as a checkpoint directory (orbax state + metadata.json), atomically.
 
@@ -141,7 +162,7 @@ def save_model(m: model_lib.Model, path: str | os.PathLike, *, overwrite: bool =
     What an interrupted earlier write left behind is cleaned first.
 
     Args:
-      m: the model.
+      m: the model (an image model or a `text.LanguageModel`).
       path: directory to create.
       overwrite: replace an existing jaxinterp checkpoint at `path`.
     Returns:
@@ -161,11 +182,11 @@ def save_model(m: model_lib.Model, path: str | os.PathLike, *, overwrite: bool =
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.parent))
     try:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private
-        variables = jax.tree_util.tree_map(np.asarray, m.variables)
+        variables = jax.tree_util.tree_map(np.asarray, _state_of(m))
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "state", variables)
             ckptr.wait_until_finished()
-        meta = {"format": FORMAT, "version": VERSION, **m.meta.to_dict(),
+        meta = {"format": FORMAT, "version": VERSION, **_records_of(m),
                 "params_sha256": params_checksum(variables)}
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
         replace_dir(tmp, path)
@@ -226,18 +247,41 @@ def load_checkpoint(path: str | os.PathLike) -> model_lib.Model:
 
     path = Path(os.path.abspath(path))
     raw = read_metadata(path)
+    if raw.get("kind") == "language_model":
+        return _load_language_model(path, raw)
     meta = read_meta(path)
     module = model_lib.build_module(meta)
     target = model_lib.abstract_variables(module)
+    variables = _restore(path, target, module, raw)
+    return model_lib.assemble(module, variables, meta)
+
+
+def _load_language_model(path: Path, raw: dict):
+    from jaxinterp.text import model as text_model
+
+    try:
+        module, tokenizer, arch, extra = text_model.from_metadata(raw)
+    except ValueError as e:
+        raise CheckpointError(f"{path / 'metadata.json'}: {e}") from None
+    target = {"params": text_model.abstract_params(module)}
+    variables = _restore(path, target, None, raw)
+    return text_model.LanguageModel(module, variables["params"], tokenizer, arch, extra)
+
+
+def _restore(path: Path, target, module, raw: dict):
+    """The state of checkpoint `path` restored into `target` (shapes checked against `module`
+    when given, else against `target`), verified against the metadata's checksum."""
+    import orbax.checkpoint as ocp
+
     try:
         with _quiet_orbax(), ocp.StandardCheckpointer() as ckptr:
             stored = ckptr.metadata(path / "state")
             stored = getattr(stored, "item_metadata", stored)
             if not _flat(stored):
                 raise ValueError("its state lists no arrays")
-            check_variables(jax.tree_util.tree_map(lambda v: np.empty(v.shape, np.uint8), stored,
-                                                   is_leaf=lambda v: hasattr(v, "shape")),
-                            module, str(path))
+            shapes = jax.tree_util.tree_map(lambda v: np.empty(v.shape, np.uint8), stored,
+                                            is_leaf=lambda v: hasattr(v, "shape"))
+            check_variables(shapes, module, str(path), None if module is not None else target)
             variables = ckptr.restore(path / "state", target)
     except CheckpointError:
         raise
@@ -249,7 +293,8 @@ def load_checkpoint(path: str | os.PathLike) -> model_lib.Model:
     if want is not None and params_checksum(variables) != want:
         raise CheckpointError(f"{path} is corrupt: its parameters do not match the checksum in "
                               "metadata.json (changed or damaged files)")
-    return model_lib.assemble(module, variables, meta)
+    return variables
+
 
 
 # --------------------------------------------------------------------------- which model
@@ -265,12 +310,12 @@ def locate(name: str | os.PathLike | None = None, key: Any = None, **config) -> 
     """
     if name is None or (name == "vgg-mini" and key is None and not config):
         return "default", default_checkpoint()
-    if name == "vit-mini" and key is None and not config:
-        path = shipped_checkpoint("vit-mini")
+    if name in TRAINED_HERE and key is None and not config:
+        path = shipped_checkpoint(name)
         if path is None:
-            raise ValueError("vit-mini's trained weights are not shipped with this version "
-                             "(train them with scripts/train_default.py --arch vit-mini); "
-                             "load_model('vit-mini', key=0) gives random weights")
+            raise ValueError(f"{name}'s trained weights are not shipped with this version "
+                             f"(train them with {TRAINED_HERE[name]}); "
+                             f"load_model({name!r}, key=0) gives random weights")
         return "default", path
     name = os.fspath(name)
     is_arch = _is_arch(name)
@@ -292,7 +337,7 @@ def locate(name: str | os.PathLike | None = None, key: Any = None, **config) -> 
 
 
 def _is_arch(name: str) -> bool:
-    return name in model_lib.ARCHS
+    return name in model_lib.ARCHS or name in gpt2_lib.ARCHS
 
 
 def load_model(name: str | os.PathLike | None = None, *, key: Any = None,
@@ -301,7 +346,9 @@ def load_model(name: str | os.PathLike | None = None, *, key: Any = None,
 
     Args:
       name: None or "vgg-mini" for the shipped default (trained on `shapes`, offline);
-        "vit-mini" for the shipped ViT trained on `shapes` (when shipped); an
+        "vit-mini" for the shipped ViT trained on `shapes` (when shipped); "lm-mini" for the
+        shipped decoder trained on a procedural language (`text.language`); "gpt2",
+        "gpt2-medium", … for a random decoder (`text.LanguageModel`); an image
         architecture name (`vgg11`, `vgg13`, `vgg16`, `vgg19`, `_bn` variants) for random weights;
         or the path of a checkpoint directory written by `save_model` / `import_weights`.
       key: PRNG key (or int seed) for random weights. Given with "vgg-mini", it initializes the
@@ -315,6 +362,10 @@ def load_model(name: str | os.PathLike | None = None, *, key: Any = None,
         return load_checkpoint(where)
     from jaxinterp.checks import as_key
 
+    if where in gpt2_lib.ARCHS:
+        from jaxinterp.text.model import init_language_model
+
+        return init_language_model(where, as_key(key), **config)
     return model_lib.init_model(where, as_key(key), **config)
 
 
@@ -465,7 +516,11 @@ def import_weights(src: str | os.PathLike, arch: str, fmt: str | None = None,
     Args:
       src: the weight file.
       arch: `vgg11`, `vgg13`, `vgg16`, `vgg19` (`_bn` variants for torchvision), `vgg-mini`,
-        `resnet18|34|50|101|152` (torchvision files only), or
+        `resnet18|34|50|101|152` (torchvision files only), `gpt2` (any Hugging Face
+        `GPT2LMHeadModel` / `GPT2Model`: a `model.safetensors` or `.bin`, or the directory
+        `save_pretrained` wrote; sizes from the `config.json` beside it, else from the
+        shapes with heads of width 64; a `tokenizer.json` beside it is attached when the
+        `tokenizers` package is installed; returns a `text.LanguageModel`), or
         `vit_b_16|vit_b_32|vit_l_16|vit_l_32|vit_h_14|vit-mini` (torchvision files, or a
         vision_transformer `.npz`: tanh-approximate GELU and inputs scaled to [-1, 1], as that
         repository's models). ResNets and ViTs are returned as wrapped models; a ViT's input
@@ -477,6 +532,8 @@ def import_weights(src: str | os.PathLike, arch: str, fmt: str | None = None,
     Returns:
       The imported `Model` (torchvision preprocessing for torch files, caffe BGR for Keras).
     """
+    if arch in gpt2_lib.ARCHS:
+        return _import_gpt2(src, arch, fmt, out, overwrite)
     fmt = fmt or infer_format(src)
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(map(repr, FORMATS))}, got {fmt!r}")
@@ -577,3 +634,50 @@ def _import_vit(src, arch, fmt, out, classes, overwrite):
         meta = dataclasses.replace(meta, preprocess=model_lib.Preprocess((0.5,) * 3, (0.5,) * 3))
     meta = _named_and_sourced(meta, classes, src, fmt)
     return _finish_import(variables, model_lib.build_module(meta), meta, src, out, overwrite)
+
+
+def _import_gpt2(src, arch, fmt, out, overwrite):
+    from jaxinterp.text.model import LanguageModel, abstract_params
+    from jaxinterp.text.tokenizer import Tokenizer
+
+    src = Path(src)
+    if src.is_dir():
+        found = [src / n for n in ("model.safetensors", "pytorch_model.bin") if (src / n).is_file()]
+        if not found:
+            raise FileNotFoundError(f"{src} holds no model.safetensors or pytorch_model.bin")
+        src = found[0]
+    if not src.is_file():
+        raise FileNotFoundError(f"weight file not found: {src}")
+    fmt = fmt or infer_format(src)
+    if fmt not in ("torch", "safetensors"):
+        raise ValueError(f"GPT-2 weights are read from .safetensors or torch files, not {fmt!r}")
+    state = read_state_dict(src, fmt)
+    config_file = src.parent / "config.json"
+    try:
+        if config_file.is_file():
+            config = gpt2_lib.GPT2Config.from_dict(json.loads(config_file.read_text()))
+        else:
+            params, _ = gpt2_lib.convert_hf(state, gpt2_lib.GPT2Config())
+            config = gpt2_lib.config_from_params(params)
+    except (ValueError, TypeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read the decoder's sizes ({config_file}): {e}") from None
+    params, untied = gpt2_lib.convert_hf(state, config)
+    if untied:
+        raise CheckpointError(f"{src}: {untied[0]}; jaxinterp's GPT-2 ties the head to wte")
+    module = gpt2_lib.GPT2LMHeadModel(config)
+    check_variables(params, None, str(src), abstract_params(module))
+    bad = [k for k, v in _flat(params).items() if not np.isfinite(np.asarray(v)).all()]
+    if bad:
+        raise CheckpointError(f"{src} has NaN or infinite values in {', '.join(bad)}")
+    tokenizer = None
+    if (src.parent / "tokenizer.json").is_file():
+        try:
+            tokenizer = Tokenizer.from_file(src.parent / "tokenizer.json")
+        except ImportError:
+            tokenizer = None  # optional: the model works on ids
+    params = jax.tree_util.tree_map(lambda a: jax.numpy.asarray(a, np.float32), params)
+    m = LanguageModel(module, params, tokenizer, arch,
+                      {"source": {"file": src.name, "format": fmt}})
+    if out is not None:
+        save_model(m, out, overwrite=overwrite)
+    return m
