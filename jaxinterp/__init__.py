@@ -1,7 +1,7 @@
 """jaxinterp: neural-network interpretability for JAX and Flax."""
 
 from jaxinterp import (adversarial, attribution, checks, concepts, data, evaluation, images,
-                       metrics, optvis, relevance, rules, synthesis, targets, viz)
+                       metrics, optvis, relevance, rules, synthesis, targets, text, viz)
 from jaxinterp.concepts import dissect, embed_2d, nearest_neighbors, tcav, top_activating
 from jaxinterp.adversarial import fgsm, pgd, robustness
 from jaxinterp._xla import compiler_options
@@ -88,6 +88,7 @@ __all__ = [
     "saliency",
     "smooth_grad",
     "targets",
+    "text",
     "viz",
     "objectives",
     "optvis",

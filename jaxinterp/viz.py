@@ -262,3 +262,95 @@ def compare_figure(images, overlays, labels, methods, path) -> None:
     """
     panels = [[img] + list(row) for img, row in zip(images, overlays)]
     panel_figure(panels, ["original"] + list(methods), labels, path)
+
+
+def _token_rows(tokens, scores, rows):
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim == 1:
+        scores = scores[None]
+    if scores.ndim != 2 or scores.shape[1] != len(tokens):
+        raise ValueError(f"scores must be [T] or [rows, T] with T = {len(tokens)} tokens, got "
+                         f"shape {np.shape(scores)}")
+    if rows is not None and len(rows) != scores.shape[0]:
+        raise ValueError(f"{len(rows)} row labels for {scores.shape[0]} rows of scores")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores hold NaN or infinite values")
+    top = np.abs(scores).max()
+    return scores, scores / top if top > 0 else scores
+
+
+def text_heatmap(tokens, scores, *, rows=None, title: str | None = None,
+                 path=None, force: bool = False) -> str:
+    """Token attributions as coloured text: red for positive, blue for negative, the opacity
+    the score over the largest |score| (Captum's `visualize_text` colours).
+
+    Args:
+      tokens: the prompt's token strings (`Tokenizer.tokens(ids)`).
+      scores: `[T]`, or `[rows, T]` (e.g. one row per target token).
+      rows: a label per row (e.g. the target tokens), shown on the left.
+      title: a heading.
+      path: if given, also written there, as HTML (`.html`) or a PNG (`.png`), atomically.
+      force: replace an existing file at `path`.
+    Returns:
+      The HTML fragment (every token and label escaped).
+    """
+    import html
+
+    scores, norm = _token_rows(tokens, scores, rows)
+    out = ['<div class="jaxinterp-text-heatmap" style="font-family:monospace;line-height:2">']
+    if title:
+        out.append(f"<h3>{html.escape(title)}</h3>")
+    for r in range(scores.shape[0]):
+        cells = []
+        if rows is not None:
+            cells.append(f'<b style="display:inline-block;min-width:6em">'
+                         f"{html.escape(str(rows[r]))}</b>")
+        for tok, v, s in zip(tokens, norm[r], scores[r]):
+            rgb = "220,40,40" if v >= 0 else "40,80,220"
+            cells.append(f'<span title="{s:.4g}" style="background:rgba({rgb},{abs(v):.3f});'
+                         f'padding:2px 3px;margin:1px;border-radius:3px">'
+                         f"{html.escape(str(tok))}</span>")
+        out.append("<div>" + "".join(cells) + "</div>")
+    out.append("</div>")
+    fragment = "\n".join(out)
+    if path is not None:
+        from pathlib import Path
+
+        from jaxinterp.outputs import write_file
+
+        suffix = Path(path).suffix.lower()
+        if suffix == ".html":
+            page = (f"<!doctype html><html><head><meta charset='utf-8'><title>"
+                    f"{html.escape(title or 'token attributions')}</title></head><body>"
+                    f"{fragment}</body></html>")
+            write_file(path, lambda tmp: tmp.write_text(page, encoding="utf-8"), force)
+        elif suffix == ".png":
+            write_file(path, lambda tmp: _text_heatmap_png(tokens, scores, norm, rows, title,
+                                                           tmp), force)
+        else:
+            raise ValueError(f"path must end in .html or .png, got {path!s}")
+    return fragment
+
+
+def _text_heatmap_png(tokens, scores, norm, rows, title, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, t = scores.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * t + (1.5 if rows is not None else 0.5)),
+                                    0.5 * n + (0.9 if title else 0.5)))
+    ax.imshow(norm, cmap="bwr", vmin=-1.4, vmax=1.4, aspect="auto")  # red +, blue -; text readable
+    for r in range(n):
+        for c, tok in enumerate(tokens):
+            ax.text(c, r, str(tok), ha="center", va="center", fontsize=9, family="monospace")
+    ax.set_xticks([])
+    ax.set_yticks(range(n) if rows is not None else [])
+    if rows is not None:
+        ax.set_yticklabels([str(r) for r in rows], family="monospace")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)

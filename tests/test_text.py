@@ -309,3 +309,42 @@ def test_lrp_equals_lxt_gpt2_patches(tmp_path, composite, patch):
     with jax.enable_x64(True):
         got = text.attribute(as64(m), PROMPT, TARGET, method="lrp", composite=composite)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9 * np.abs(want).max())
+
+
+def test_text_heatmap_escapes_and_scales(tmp_path):
+    html = ji.viz.text_heatmap(["<b>", "&", "x"], [[2.0, -1.0, 0.0]], rows=["<t>"], title="a<b",
+                               path=tmp_path / "h.html")
+    assert "<b>" not in html.replace("<b style", "") and "&lt;b&gt;" in html
+    assert "&lt;t&gt;" in html and "a&lt;b" in html
+    assert "rgba(220,40,40,1.000)" in html and "rgba(40,80,220,0.500)" in html
+    assert (tmp_path / "h.html").read_text().startswith("<!doctype html>")
+    ji.viz.text_heatmap(["a", "b"], [1.0, -0.5], path=tmp_path / "h.png")
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="scores must be"):
+        ji.viz.text_heatmap(["a"], [1.0, 2.0])
+    with pytest.raises(FileExistsError):
+        ji.viz.text_heatmap(["a", "b"], [1.0, -0.5], path=tmp_path / "h.png")
+
+
+def test_cli_text_writes_heat_maps(tmp_path):
+    from jaxinterp.cli import main
+
+    tok = text.Tokenizer(["<unk>", "a", "b", "=", "1", "2", ";", "?"])
+    m = text.init_language_model("lm-mini", 3, tokenizer=tok, vocab_size=8, n_positions=16,
+                                 n_embd=32)
+    ji.save_model(m, tmp_path / "lm")
+    out = tmp_path / "out"
+    assert main(["text", "--model", str(tmp_path / "lm"), "--prompt", "a=1 b=2 ; a ?",
+                 "--target", "1 2", "--method", "ig,attn_lrp,lime", "--out", str(out)]) == 0
+    got = json.loads((out / "attributions.json").read_text())
+    assert got["prompt"] == ["a", "=", "1", "b", "=", "2", ";", "a", "?"]
+    assert got["target"] == ["1", "2"]
+    ig = np.asarray(text.attribute(m, tok.encode("a=1 b=2 ; a ?"), tok.encode("1 2"),
+                                   per_token=True))
+    np.testing.assert_allclose(got["methods"]["integrated_gradients"]["scores"], ig, rtol=1e-5)
+    assert np.shape(got["methods"]["lime"]["scores"]) == (9,)
+    for name in ("integrated_gradients", "attn_lrp", "lime"):
+        assert (out / f"{name}.html").exists() and (out / f"{name}.png").exists()
+    assert main(["text", "--model", str(tmp_path / "lm"), "--prompt", "a=1 z", "--out",
+                 str(tmp_path / "o2")]) == 2  # an unknown word: a usage error, nothing written
+    assert not (tmp_path / "o2").exists()

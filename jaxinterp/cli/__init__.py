@@ -5,6 +5,7 @@
     jaxinterp predict [IMAGE ...] [--model M] [--top K] class names and percentages
     jaxinterp attribute [IMAGE ...] --method a,b --out DIR   the seed's pictures and figures
     jaxinterp evaluate --methods a,b --metrics all --out DIR   the leaderboard (ji.metrics)
+    jaxinterp text --prompt "a=3 b=7 ; b ?" --method ig,attn_lrp --out DIR   token heat maps
     jaxinterp filters --layer L --out F.png              a conv layer's filters as a grid
     jaxinterp activations [IMAGE] --layer L --out F.png  an image's feature maps as a grid
     jaxinterp visualize --layer L [--channel C] --out F.png   feature visualization (Lucid-style)
@@ -20,7 +21,7 @@
     jaxinterp tcav --layer L --concept color:red --target star   TCAV with a t-test
 
 Layout: one module per command family, each with a `register(sub)` that adds its parsers and
-their handlers (`models`, `attribution`, `evaluate`, `runs`, `optimization`, `concepts`); the shared checks,
+their handlers (`models`, `attribution`, `evaluate`, `runs`, `optimization`, `concepts`, `text`); the shared checks,
 argument types, bounds, input batches and output helpers live once in `common`. A new command
 touches one family module (and, for a new family, `FAMILIES` below).
 
@@ -37,14 +38,14 @@ import sys
 import traceback
 import warnings
 
-from . import attribution, concepts, common, evaluate, models, optimization, runs
+from . import attribution, concepts, common, evaluate, models, optimization, runs, text
 from .common import (USAGE_ERRORS, Interrupted, Parser, _interrupt, busy, channel_spec,
                      enable_compilation_cache, layer_list, method_list, nonnegative_float,
                      nonnegative_int, one_line_warning, positive_float, positive_int, progress)
 from .models import describe
 from .optimization import eps_list
 
-FAMILIES = (models, attribution, evaluate, runs, concepts, optimization)
+FAMILIES = (models, attribution, evaluate, runs, concepts, optimization, text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,9 @@ def describe(name: str | None) -> str:
     from jaxinterp import model as model_lib
     from jaxinterp import weights
 
+    lm = _language_model_description(name)
+    if lm is not None:
+        return lm
     meta, source = weights.load_meta(name)
     module = model_lib.build_module(meta)
     variables = model_lib.abstract_variables(module)
@@ -57,6 +60,37 @@ def describe(name: str | None) -> str:
     if "test" in extra:
         lines += ["", f"test accuracy {extra['test']['accuracy']:.4f} on {extra['test']['images']} "
                   f"held-out images"]
+    return "\n".join(lines)
+
+
+def _language_model_description(name) -> str | None:
+    """`info` of a decoder (an architecture or a language-model checkpoint), else None."""
+    import numpy as np
+
+    from jaxinterp import weights
+    from jaxinterp.models import gpt2 as gpt2_lib
+
+    kind, where = weights.locate(name) if name not in gpt2_lib.ARCHS else ("arch", name)
+    if kind == "arch" and where not in gpt2_lib.ARCHS:
+        return None
+    if kind != "arch" and weights.read_metadata(where).get("kind") != "language_model":
+        return None
+    m = weights.load_model(where, key=0) if kind == "arch" else weights.load_checkpoint(where)
+    c, extra = m.config, m.extra
+    total = sum(int(np.prod(a.shape)) for a in __import__("jax").tree_util.tree_leaves(m.params))
+    lines = [f"model      {m.arch}  ({'random initialization' if kind == 'arch' else where})",
+             f"decoder    {c.n_layer} blocks, width {c.n_embd}, {c.n_head} heads, MLP "
+             f"{c.inner}, {c.activation_function}, {c.n_positions} positions",
+             f"vocabulary {c.vocab_size}; tokenizer "
+             f"{m.tokenizer if m.tokenizer is not None else 'none (pass --tokenizer)'}",
+             f"parameters {total:,}", "",
+             "layers     " + ", ".join(m.layers[:6]) + (", ..." if len(m.layers) > 6 else "")]
+    if "source" in extra:
+        lines += ["", f"imported from {extra['source'].get('file')} "
+                  f"({extra['source'].get('format')})"]
+    if "test" in extra:
+        lines += ["", "test accuracy " + ", ".join(
+            f"{k} {v:.4f}" for k, v in extra["test"].get("accuracy", {}).items())]
     return "\n".join(lines)
 
 
@@ -105,10 +139,11 @@ def register(sub) -> None:
     w = sub.add_parser("weights", help="weight files").add_subparsers(dest="action", required=True)
     p = w.add_parser("import", help="import torchvision .pth/.safetensors, Keras .h5 or "
                      "vision_transformer .npz weights")
-    p.add_argument("src", help="weight file")
+    p.add_argument("src", help="weight file (for gpt2 also a save_pretrained directory)")
     p.add_argument("--arch", required=True,
                    help="vgg11, vgg13, vgg16, vgg19 (+_bn), vgg-mini, resnet18 … resnet152, "
-                   "vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14, vit-mini")
+                   "vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14, vit-mini, gpt2 (a Hugging "
+                   "Face GPT-2 model.safetensors / .bin or its save_pretrained directory)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--fmt", choices=["torch", "safetensors", "keras", "npz"], default=None,
                    help="file format (default: from the suffix)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxinterp._xla import tuned_jit
 from jaxinterp.checks import check_count
@@ -44,7 +45,7 @@ def generate(m: LanguageModel, ids, n: int) -> jax.Array:
     Returns:
       `[N, T + n]` ids, the prompt first (`[T + n]` for 1-D ids).
     """
-    single = jnp.ndim(ids) == 1
+    single = np.ndim(ids) == 1
     ids = check_ids(m, ids)
     n = check_count(n, "n")
     if ids.shape[1] + n > m.config.n_positions:
