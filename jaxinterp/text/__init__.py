@@ -1,8 +1,8 @@
 """Token attribution for decoders (`attribute`), greedy generation (`generate`), tokenizers,
 and the language models they run on (`LanguageModel`)."""
 
-from jaxinterp.text.attribute import METHODS, attribute
-from jaxinterp.text.generate import generate
+from jaxinterp.text.attribution import METHODS, attribute
+from jaxinterp.text.generation import generate
 from jaxinterp.text.model import LanguageModel, init_language_model
 from jaxinterp.text.tokenizer import Tokenizer
 
