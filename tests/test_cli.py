@@ -639,7 +639,18 @@ def test_evaluate_writes_the_leaderboard_of_direct_metric_calls(tmp_path):
                                rank.mean(), rtol=1e-5)
     assert board["per_image"]["grad_cam"]["faithfulness_correlation"].__len__() == 6
     html = (out / "leaderboard.html").read_text()
-    assert "<th onclick=\"sortBy(1)\">relevance_rank_accuracy ↑</th>" in html
+    assert '<th data-col="1">relevance_rank_accuracy ↑</th>' in html
+    assert html.count("<tr><td class=\"name\" data-v=") == 2 and "compute (s)" in html
+    # the same table as the report's Leaderboard section
+    ji.attribute_dataset(m, "shapes:4", ["saliency"], tmp_path / "run", batch_size=4,
+                         metrics=())
+    r = jaxinterp("report", str(tmp_path / "run"), "--leaderboard", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "<h2>Leaderboard</h2>" in page and '<table id="leaderboard">' in page
+    assert page.count('<td class="name" data-v="grad_cam">grad_cam</td>') == 1
+    r = jaxinterp("report", str(tmp_path / "run"), "--leaderboard", str(tmp_path), "--force")
+    assert r.returncode == 2 and "holds no leaderboard.json" in r.stderr
     assert (out / "leaderboard.csv").read_text().splitlines()[0].startswith(
         "method,relevance_rank_accuracy mean")
     r = jaxinterp("evaluate", "--metrics", "nonsense", "--out", str(tmp_path / "x"))

@@ -68,41 +68,19 @@ def summarise(values):
     return {"mean": float(v.mean()), "ci95": float(half), "n": int(len(v))}
 
 
-def _html(rows, metrics, higher, title) -> str:
-    """A self-contained page: the table, columns sortable by clicking their header."""
+def _html(board: dict, title: str) -> str:
+    """A self-contained page: the leaderboard table (`runs.report.leaderboard_table`)."""
     from html import escape
 
-    def cell(r, k):
-        s = r["scores"].get(k, {})
-        if s.get("mean") is None:
-            return "<td>—</td>"
-        return f'<td data-v="{s["mean"]!r}">{s["mean"]:.4g} ± {s["ci95"]:.2g}</td>'
+    from jaxinterp.runs.report import leaderboard_table
 
-    head = "".join(f'<th onclick="sortBy({i + 1})">{escape(k)} {"↑" if higher[k] else "↓"}</th>'
-                   for i, k in enumerate(metrics))
-    body = "".join(f'<tr><td data-v="{escape(r["method"])}">{escape(r["method"])}</td>'
-                   + "".join(cell(r, k) for k in metrics) + "</tr>" for r in rows)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>body{{font-family:sans-serif}}table{{border-collapse:collapse}}td,th{{padding:3px 8px;
-border:1px solid #ccc;text-align:right}}th{{cursor:pointer;background:#eee}}</style></head>
-<body><h1>{escape(title)}</h1><p>mean ± half-width of a 95 % interval over images; ↑ higher is
-better, ↓ lower is better; click a header to sort.</p>
-<table id="t"><thead><tr><th onclick="sortBy(0)">method</th>{head}</tr></thead>
-<tbody>{body}</tbody></table>
-<script>
-let dir = {{}};
-function sortBy(c) {{
-  const tb = document.querySelector('#t tbody');
-  const rows = Array.from(tb.rows);
-  dir[c] = -(dir[c] || -1);
-  const v = r => {{ const d = r.cells[c].dataset.v; const f = parseFloat(d);
-                    return d === undefined ? NaN : (isNaN(f) ? d : f); }};
-  rows.sort((a, b) => {{ const x = v(a), y = v(b);
-    if (typeof x === 'number' && isNaN(x)) return 1; if (typeof y === 'number' && isNaN(y)) return -1;
-    return (x > y ? 1 : x < y ? -1 : 0) * dir[c]; }});
-  rows.forEach(r => tb.appendChild(r));
-}}
-</script></body></html>
+border:1px solid #ccc;text-align:right}}th{{cursor:pointer;background:#eee}}
+td.name,th.name{{text-align:left}}.note{{color:#666}}</style></head>
+<body><h1>{escape(title)}</h1>
+{leaderboard_table(board)}
+</body></html>
 """
 
 
@@ -172,9 +150,10 @@ def cmd_evaluate(args) -> int:
                  "scores": {k: {**summarise(scores[meth.name][k]),
                                 "seconds": round(seconds[meth.name][k], 3)} for k in chosen},
                  "attribution_seconds": round(attr_seconds[meth.name], 3)} for meth in methods]
+        board = {"metrics": chosen, "higher_is_better": {k: higher[k] for k in chosen},
+                 "rows": rows, "per_image": scores}
         with open(run.path("leaderboard.json"), "w") as f:
-            json.dump({"metrics": chosen, "higher_is_better": {k: higher[k] for k in chosen},
-                       "rows": rows, "per_image": scores}, f, indent=1)
+            json.dump(board, f, indent=1)
         with open(run.path("leaderboard.csv"), "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["method"] + [f"{k} {s}" for k in chosen for s in ("mean", "ci95")])
@@ -183,7 +162,7 @@ def cmd_evaluate(args) -> int:
                                             for s in ("mean", "ci95")])
         title = f"{m.arch}: {len(methods)} methods x {len(chosen)} metrics, {args.samples} images"
         with open(run.path("leaderboard.html"), "w") as f:
-            f.write(_html(rows, chosen, higher, title))
+            f.write(_html(board, title))
         width = max(len(k) for k in chosen) + 1
         print(f"{'':<{width}}  " + "  ".join(f"{r['method'][:14]:>14}" for r in rows))
         for k in chosen:

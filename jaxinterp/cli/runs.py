@@ -67,7 +67,8 @@ def cmd_report(args) -> int:
         raise ValueError(f"--limit {args.limit} x --thumb {args.thumb} px would write "
                          f"{args.limit * args.thumb ** 2 * 3 / 2 ** 20:.0f} MB of thumbnails per "
                          f"method (at most {MAX_REPORT_PIXELS * 3 / 2 ** 20:.0f} MB); lower one")
-    path = write_report(args.run, args.out, limit=args.limit, thumb=args.thumb, force=args.force)
+    path = write_report(args.run, args.out, limit=args.limit, thumb=args.thumb, force=args.force,
+                        leaderboard=args.leaderboard)
     from jaxinterp.runs import open_run
 
     run = open_run(args.run)
@@ -88,5 +89,8 @@ def register(sub) -> None:
     p.add_argument("--thumb", type=thumb, default=96,
                    help=f"picture size in pixels (at most {MAX_THUMB}; --limit x --thumb² at most "
                    f"{MAX_REPORT_PIXELS // 2 ** 20} Mpx)")
+    p.add_argument("--leaderboard", default=None,
+                   help="a `jaxinterp evaluate` output directory: its methods x metrics table "
+                   "becomes the report's sortable Leaderboard section")
     p.add_argument("--force", action="store_true", help="replace an existing report")
     p.set_defaults(func=cmd_report)

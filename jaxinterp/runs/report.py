@@ -46,6 +46,9 @@ below are over the {{ n - not_computed }} computed images only.{% endif %}</p>
 <table id="metrics"><thead><tr><th class="name">method</th>{% for c in metric_cols %}<th>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in metric_rows %}<tr><td class="name">{{ row.method }}</td>{% for v in row.cells %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
 
+{% if leaderboard %}<h2>Leaderboard</h2>
+{{ leaderboard|safe }}
+{% endif %}
 <h2>Classes</h2>
 <table id="classes"><thead><tr><th class="name">class</th><th>images</th>{% if has_labels %}<th>accuracy</th>{% endif %}{% for c in class_cols %}<th>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in class_rows %}<tr><td class="name">{{ row.name }}</td><td>{{ row.count }}</td>{% if has_labels %}<td>{{ row.accuracy }}</td>{% endif %}{% for v in row.cells %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
@@ -106,6 +109,82 @@ below are over the {{ n - not_computed }} computed images only.{% endif %}</p>
 """
 
 
+def leaderboard_table(board: dict, table_id: str = "leaderboard") -> str:
+    """The HTML table of a `jaxinterp evaluate` leaderboard (its `leaderboard.json`): methods x
+    metrics as mean ± 95 % half-width, a last row of compute seconds per column, columns
+    sortable by clicking their header (escaped; one inline script).
+
+    Args:
+      board: the parsed `leaderboard.json` (`metrics`, `higher_is_better`, `rows`).
+      table_id: the table's HTML id (unique on the page).
+    Returns:
+      An HTML fragment.
+    """
+    from html import escape
+
+    try:
+        metrics, higher, rows = board["metrics"], board["higher_is_better"], board["rows"]
+        names = [r["method"] for r in rows]
+    except (KeyError, TypeError):
+        raise ValueError("not a jaxinterp evaluate leaderboard (metrics, higher_is_better, "
+                         "rows)") from None
+
+    def cell(r, k):
+        s = r["scores"].get(k, {})
+        if s.get("mean") is None:
+            return "<td>—</td>"
+        return f'<td data-v="{float(s["mean"])!r}">{s["mean"]:.4g} ± {s["ci95"]:.2g}</td>'
+
+    tid = escape(table_id)
+    head = "".join(f'<th data-col="{i + 1}">{escape(k)} {"↑" if higher[k] else "↓"}</th>'
+                   for i, k in enumerate(metrics))
+    body = "".join(f'<tr><td class="name" data-v="{escape(n)}">{escape(n)}</td>'
+                   + "".join(cell(r, k) for k in metrics) + "</tr>" for n, r in zip(names, rows))
+    secs = [sum(r["scores"].get(k, {}).get("seconds", 0.0) for r in rows) for k in metrics]
+    foot = ('<tfoot><tr><td class="name">compute (s)</td>'
+            + "".join(f"<td>{v:.1f}</td>" for v in secs) + "</tr></tfoot>")
+    return f"""<p class="note">mean ± half-width of a normal 95 % interval over images; ↑ higher
+is better, ↓ lower is better; click a header to sort.</p>
+<table id="{tid}"><thead><tr><th class="name" data-col="0">method</th>{head}</tr></thead>
+<tbody>{body}</tbody>{foot}</table>
+<script>
+(function () {{
+  const table = document.getElementById("{tid}");
+  const tb = table.tBodies[0];
+  const order = {{}};
+  for (const th of table.tHead.rows[0].cells) th.addEventListener("click", function () {{
+    const c = +th.dataset.col;
+    order[c] = -(order[c] || -1);
+    const v = r => {{ const d = r.cells[c].dataset.v; const f = parseFloat(d);
+                      return d === undefined ? NaN : (isNaN(f) ? d : f); }};
+    const rows = Array.from(tb.rows);
+    rows.sort((a, b) => {{ const x = v(a), y = v(b);
+      if (typeof x === "number" && isNaN(x)) return 1;
+      if (typeof y === "number" && isNaN(y)) return -1;
+      return (x > y ? 1 : x < y ? -1 : 0) * order[c]; }});
+    rows.forEach(r => tb.appendChild(r));
+  }});
+}})();
+</script>"""
+
+
+def read_leaderboard(path: str | os.PathLike) -> dict:
+    """The parsed `leaderboard.json` of an evaluate output directory (or the file itself)."""
+    import json
+
+    path = Path(path)
+    f = path / "leaderboard.json" if path.is_dir() else path
+    if not f.is_file():
+        raise FileNotFoundError(f"{path} holds no leaderboard.json (write one with "
+                                "`jaxinterp evaluate --out DIR`)")
+    try:
+        board = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f} is not valid JSON: {e}") from None
+    leaderboard_table(board)  # validates
+    return board
+
+
 def _fmt(v) -> str:
     return "—" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
@@ -119,7 +198,8 @@ def _pictures(image, attr) -> dict:
 
 
 def write_report(run: str | os.PathLike | Run, out: str | os.PathLike | None = None, *,
-                 limit: int = 200, thumb: int = 96, force: bool = False) -> Path:
+                 limit: int = 200, thumb: int = 96, force: bool = False,
+                 leaderboard: str | os.PathLike | None = None) -> Path:
     """Writes the HTML report of a run; returns the path of its `index.html`.
 
     Args:
@@ -134,6 +214,8 @@ def write_report(run: str | os.PathLike | Run, out: str | os.PathLike | None = N
       limit: images shown in the grid (the first `limit` in run order); tables use all.
       thumb: displayed size of each picture in pixels.
       force: replace an existing report.
+      leaderboard: an evaluate output directory (or its `leaderboard.json`): its methods x
+        metrics table becomes the report's "Leaderboard" section, sortable.
     """
     try:
         import jinja2
@@ -142,6 +224,7 @@ def write_report(run: str | os.PathLike | Run, out: str | os.PathLike | None = N
             from None
     from jaxinterp.images import save_image, load_image
 
+    board = None if leaderboard is None else leaderboard_table(read_leaderboard(leaderboard))
     run = run if isinstance(run, Run) else open_run(run)
     man = run.manifest
     out = Path(os.path.abspath(out or run.path / "report"))
@@ -233,7 +316,8 @@ def write_report(run: str | os.PathLike | Run, out: str | os.PathLike | None = N
             complete=run.complete, missing=len(run.missing_batches),
             not_computed=run.num_missing, metric_cols=metric_names,
             metric_rows=metric_rows, has_labels=labels is not None, class_cols=class_cols,
-            class_rows=class_rows, views=VIEWS, rows=rows, sort_cols=sort_cols, thumb=thumb)
+            class_rows=class_rows, views=VIEWS, rows=rows, sort_cols=sort_cols, thumb=thumb,
+            leaderboard=board)
         (tmp / "index.html").write_text(html)
         (tmp / REPORT_MARKER).write_text("written by jaxinterp report\n")
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private
