@@ -348,3 +348,58 @@ def test_cli_text_writes_heat_maps(tmp_path):
     assert main(["text", "--model", str(tmp_path / "lm"), "--prompt", "a=1 z", "--out",
                  str(tmp_path / "o2")]) == 2  # an unknown word: a usage error, nothing written
     assert not (tmp_path / "o2").exists()
+
+
+def test_wrapped_function_equals_the_model(pair):
+    """`text.wrap(fn, params)` finds the embedding lookup in the traced function: every method
+    but lrp gives what the same decoder gives as jaxinterp's GPT-2, and generation too."""
+    _, m = pair
+    module = m.module
+
+    def fn(params, ids):  # a user's decoder: only logits out, lookup inside
+        return jax.jit(lambda p, i: module.apply({"params": p}, i)[0])(params, ids)
+
+    w = text.wrap(fn, m.params, max_positions=24)
+    assert w.module.table == ("transformer", "wte", "weight") and "wrapped" in repr(w)
+    for method in ("integrated_gradients", "saliency", "feature_ablation", "attention_rollout"):
+        kw = {"steps": 8} if method == "integrated_gradients" else {}
+        np.testing.assert_allclose(
+            text.attribute(w, PROMPT, TARGET, method=method, per_token=True, **kw),
+            text.attribute(m, PROMPT, TARGET, method=method, per_token=True, **kw),
+            rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(text.generate(w, PROMPT, 5), text.generate(m, PROMPT, 5))
+    with pytest.raises(ValueError, match="relevance rules need jaxinterp's GPT-2"):
+        text.attribute(w, PROMPT, TARGET, method="lrp")
+    with pytest.raises(ValueError, match="is not a parameter path"):
+        text.wrap(fn, m.params, embedding="transformer/nope")
+    with pytest.raises(ValueError, match="no token-embedding lookup found"):
+        text.wrap(lambda p, i: jnp.zeros((*i.shape, 3)) + p["w"].sum(), {"w": jnp.ones((3, 2))})
+
+
+def test_wrapped_linen_decoder_ig_is_complete():
+    """A user's own linen decoder (nn.Embed + causal attention via nn.MultiHeadDotProductAttention):
+    IG sums to the score difference, rollout finds its softmax."""
+    import flax.linen as nn
+
+    class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, ids):
+            x = nn.Embed(11, 16)(ids)
+            mask = nn.make_causal_mask(ids)
+            x = x + nn.MultiHeadDotProductAttention(2)(x, x, mask=mask)
+            return nn.Dense(11)(nn.gelu(x))
+
+    ids = jnp.array([[3, 1, 4, 1, 5, 9, 2]])
+    net = Tiny()
+    params = net.init(jax.random.key(0), ids)
+    w = text.wrap(lambda p, i: net.apply(p, i), params)
+    assert w.module.table == ("params", "Embed_0", "embedding")
+    with jax.enable_x64(True):
+        p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+        w64 = text.wrap(lambda p, i: net.apply(p, i), p64)
+        ig = text.attribute(w64, [3, 1, 4, 1, 5], [9, 2], steps=64, baseline=0)
+        lp = lambda p: jax.nn.log_softmax(net.apply(p64, jnp.array([p + [9, 2]]))[  # noqa: E731
+            0, len(p) - 1:-1])[np.arange(2), [9, 2]].sum()
+        np.testing.assert_allclose(ig.sum(), lp([3, 1, 4, 1, 5]) - lp([0] * 5), rtol=1e-6)
+    ro = text.attribute(w, [3, 1, 4, 1, 5], [9, 2], method="attention_rollout", per_token=True)
+    assert ro.shape == (2, 5) and np.all(np.asarray(ro) > 0)

@@ -255,6 +255,21 @@ class GPT2LMHeadModel(nn.Module):
     config: GPT2Config
     rule: str | None = None
 
+    # the decoder protocol of `ji.text` (also met by `text.wrapped.FunctionDecoder`)
+    def logits(self, params, ids, token_embeddings=None):
+        """`[N, T, vocab]` logits; `token_embeddings` replace `wte[ids]` when given."""
+        return self.apply({"params": params}, ids, token_embeddings)[0]
+
+    def attention(self, params, ids) -> list:
+        """Every block's attention probabilities `[N, heads, T, T]`, in order."""
+        _, state = self.apply({"params": params}, ids, mutable=["intermediates"])
+        blocks = state["intermediates"]["transformer"]["h"]
+        return [blocks[str(i)]["attn"]["probs"][0] for i in range(self.config.n_layer)]
+
+    def embed(self, params, ids):
+        """The token embeddings `wte[ids]` `[N, T, D]`."""
+        return params["transformer"]["wte"]["weight"][ids]
+
     @nn.compact
     def __call__(self, ids, token_embeddings=None, caches=None, index=None):
         if self.rule not in RULES:

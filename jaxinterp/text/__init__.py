@@ -5,6 +5,7 @@ from jaxinterp.text.attribution import METHODS, attribute
 from jaxinterp.text.generation import generate
 from jaxinterp.text.model import LanguageModel, init_language_model
 from jaxinterp.text.tokenizer import Tokenizer
+from jaxinterp.text.wrapped import wrap
 
 __all__ = ["METHODS", "LanguageModel", "Tokenizer", "attribute", "generate",
-           "init_language_model"]
+           "init_language_model", "wrap"]

@@ -25,7 +25,7 @@ from jaxinterp.attribution.perturbation import quadrature
 from jaxinterp.attribution.shapley import KERNEL_SHAP_INF_WEIGHT, MAX_EXACT_FEATURES
 from jaxinterp.checks import check_batch_size, check_count, check_real
 from jaxinterp.chunking import chunked_map, chunked_sum
-from jaxinterp.text.model import LanguageModel, check_ids
+from jaxinterp.text.model import LanguageModel, check_ids, param_dtype
 
 GRADIENT = ("saliency", "input_x_gradient", "integrated_gradients", "lrp")
 PERTURBATION = ("feature_ablation", "shapley_sampling", "shapley_values", "kernel_shap", "lime")
@@ -37,8 +37,7 @@ PER_TOKEN = ("saliency", "input_x_gradient", "integrated_gradients", "lrp", "fea
 
 def _scores(module, params, ids, emb, tp: int, score: str):
     """Per-target scores `[N, T_target]` of the sequences `ids` (prompt + target)."""
-    logits, _ = module.apply({"params": params}, ids, emb)
-    lg = logits[:, tp - 1:-1]  # the predictions of the target tokens
+    lg = module.logits(params, ids, emb)[:, tp - 1:-1]  # the predictions of the target tokens
     target = ids[:, tp:, None]
     if score == "logit":
         return jnp.take_along_axis(lg, target, -1)[..., 0]
@@ -48,7 +47,7 @@ def _scores(module, params, ids, emb, tp: int, score: str):
 
 def _prompt_fn(module, params, ids, tp, score):
     """`e_prompt [N, Tp, D] -> scores [N, Tt]`, the target tokens' embeddings held fixed."""
-    e = params["transformer"]["wte"]["weight"][ids]
+    e = module.embed(params, ids)
     return lambda ep: _scores(module, params, ids, jnp.concatenate([ep, e[:, tp:]], 1), tp,
                               score), e[:, :tp]
 
@@ -89,12 +88,11 @@ def _integrated(module, params, ids, base, alphas, weights, tp, score, per_token
 
 @tuned_jit(static_argnames=("module", "tp", "fusion"))
 def _rollout(module, params, ids, tp, fusion):
-    (_, _), state = module.apply({"params": params}, ids, None, mutable=["intermediates"])
     t = ids.shape[1]
     eye = jnp.eye(t)
     r = jnp.broadcast_to(eye, (ids.shape[0], t, t))
-    for block in state["intermediates"]["transformer"]["h"].values():
-        a = getattr(jnp, fusion)(block["attn"]["probs"][0], axis=1)
+    for probs in module.attention(params, ids):
+        a = getattr(jnp, fusion)(probs, axis=1)
         a = a + eye
         a = a / a.sum(-1, keepdims=True)
         r = a @ r
@@ -262,7 +260,7 @@ def attribute(m: LanguageModel, prompt_ids, target_ids, *, method: str = "integr
                                per_token)
     elif method == "integrated_gradients":
         alphas, weights = quadrature(ig_method, steps)
-        dtype = params["transformer"]["wte"]["weight"].dtype
+        dtype = param_dtype(params)
         base = _baseline_embedding(m, baseline)
         out = _integrated(module, params, ids, base, jnp.asarray(alphas, dtype),
                           jnp.asarray(weights, dtype), tp, score, per_token, batch_size)
@@ -282,7 +280,7 @@ def _baseline_embedding(m, baseline):
     if isinstance(baseline, str):
         if baseline != "zeros":
             raise ValueError(f"baseline must be a token id or 'zeros', got {baseline!r}")
-        return jnp.zeros((), m.params["transformer"]["wte"]["weight"].dtype)
+        return jnp.zeros((), m.param_dtype(params))
     return m.embed(_baseline_id(m, baseline))
 
 
@@ -327,7 +325,7 @@ def _perturb(m, ids, tp, method, score, per_token, baseline, feature_mask, sampl
             coalitions = draw(example_keys(key, n), "bernoulli" if lime else "kernel_shap", s, f)
         else:
             coalitions = check_draws(coalitions, "coalitions", n, f, samples, True)
-        dtype = params["transformer"]["wte"]["weight"].dtype
+        dtype = param_dtype(params)
         width = check_real(kernel_width, "kernel_width").astype(dtype)
         if float(width) <= 0:
             raise ValueError(f"kernel_width must be > 0, got {float(width)}")

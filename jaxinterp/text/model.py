@@ -39,9 +39,20 @@ class _Static:
 
 @tuned_jit(static_argnames=("module",))
 def _forward(module, params, ids, token_embeddings):
+    if not isinstance(module, gpt2_lib.GPT2LMHeadModel):  # a wrapped function
+        logits = module.logits(params, ids, token_embeddings)
+        return logits, {f"attention.{i}": a for i, a in enumerate(module.attention(params, ids))}
     (logits, _), state = module.apply({"params": params}, ids, token_embeddings,
                                       mutable=["intermediates"])
     return logits, _named(state["intermediates"])
+
+
+def param_dtype(params):
+    """The floating dtype of the parameters (of the first floating leaf)."""
+    for leaf in jax.tree_util.tree_leaves(params):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            return jnp.result_type(leaf)
+    return jnp.float32
 
 
 def _named(tree) -> dict:
@@ -97,24 +108,38 @@ class LanguageModel:
         return self.extra["arch"]
 
     @property
+    def is_gpt2(self) -> bool:
+        """Whether the decoder is jaxinterp's GPT-2 (else a wrapped function, `text.wrap`)."""
+        return isinstance(self.module, gpt2_lib.GPT2LMHeadModel)
+
+    @property
     def layers(self) -> list[str]:
-        """Names of the recorded intermediates: block outputs and attention probabilities."""
+        """Names of the recorded intermediates: block outputs and attention probabilities
+        (a wrapped function: `attention.<i>`, its softmaxes over the sequence)."""
+        if not self.is_gpt2:
+            return ["attention.<i>"]
         return [n for i in range(self.config.n_layer) for n in (f"h.{i}", f"h.{i}.attn.probs")]
 
     def __repr__(self):
         c = self.config
+        if not self.is_gpt2:
+            return f"LanguageModel({self.arch}, wrapped function, vocabulary {c.vocab_size})"
         return (f"LanguageModel({self.arch}, {c.n_layer} layers, width {c.n_embd}, "
                 f"vocabulary {c.vocab_size})")
 
     def with_rule(self, rule: str | None) -> "LanguageModel":
         """The same model with a relevance rule (`None`, "attn_lrp", "cp_lrp") on its gradients."""
+        if not self.is_gpt2 and rule is not None:
+            raise ValueError(f"relevance rules need jaxinterp's GPT-2 layout; {self.arch} is a "
+                             "wrapped function (use the gradient, perturbation or rollout "
+                             "methods)")
         out = jax.tree_util.tree_unflatten(*reversed(jax.tree_util.tree_flatten(self)))
         out.module = dataclasses.replace(self.module, rule=rule)
         return out
 
     def embed(self, ids: jax.Array) -> jax.Array:
         """The token embeddings `wte[ids]` `[N, T, D]` (the input of token attributions)."""
-        return self.params["transformer"]["wte"]["weight"][ids]
+        return self.module.embed(self.params, ids)
 
     def __call__(self, ids, *, token_embeddings=None) -> tuple[jax.Array, dict]:
         """`(logits [N, T, vocab], feats)` of token ids `[N, T]` (or `[T]`, batched as N = 1).
@@ -129,6 +154,9 @@ class LanguageModel:
 
     def metadata(self) -> dict:
         """What a checkpoint records besides the parameters."""
+        if not self.is_gpt2:
+            raise ValueError(f"{self.arch} is a wrapped function: save its parameters with "
+                             "your own code (a function cannot be stored in a checkpoint)")
         tok = self.tokenizer
         return {"kind": KIND, "arch": self.arch, "config": self.config.to_dict(),
                 "tokenizer": None if tok is None else tok.to_dict(),
@@ -145,7 +173,7 @@ def check_ids(m: LanguageModel, ids) -> jax.Array:
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise ValueError(f"token ids must be [N, T] with T >= 1, got shape {ids.shape}")
     c = m.config
-    if ids.shape[1] > c.n_positions:
+    if c.n_positions is not None and ids.shape[1] > c.n_positions:
         raise ValueError(f"{ids.shape[1]} tokens exceed the model's {c.n_positions} positions")
     if not isinstance(ids, jax.core.Tracer):
         lo, hi = int(ids.min()), int(ids.max())
