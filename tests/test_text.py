@@ -397,7 +397,7 @@ def test_wrapped_linen_decoder_ig_is_complete():
     with jax.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
         w64 = text.wrap(lambda p, i: net.apply(p, i), p64)
-        ig = text.attribute(w64, [3, 1, 4, 1, 5], [9, 2], steps=64, baseline=0)
+        ig = text.attribute(w64, [3, 1, 4, 1, 5], [9, 2], steps=16, baseline=0)
         lp = lambda p: jax.nn.log_softmax(net.apply(p64, jnp.array([p + [9, 2]]))[  # noqa: E731
             0, len(p) - 1:-1])[np.arange(2), [9, 2]].sum()
         np.testing.assert_allclose(ig.sum(), lp([3, 1, 4, 1, 5]) - lp([0] * 5), rtol=1e-6)
