@@ -403,3 +403,18 @@ def test_wrapped_linen_decoder_ig_is_complete():
         np.testing.assert_allclose(ig.sum(), lp([3, 1, 4, 1, 5]) - lp([0] * 5), rtol=1e-6)
     ro = text.attribute(w, [3, 1, 4, 1, 5], [9, 2], method="attention_rollout", per_token=True)
     assert ro.shape == (2, 5) and np.all(np.asarray(ro) > 0)
+
+
+def test_hugging_face_tokenizer_json_is_attached_and_stored(tmp_path, pair):
+    tokenizers = pytest.importorskip("tokenizers")
+    tm, _ = pair
+    vocab = {f"w{i}": i for i in range(VOCAB)}
+    hf = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="w0"))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tm.save_pretrained(tmp_path)
+    hf.save(str(tmp_path / "tokenizer.json"))
+    m = ji.import_weights(tmp_path, arch="gpt2", out=tmp_path / "ck")
+    assert m.tokenizer.encode("w7 w21 w3") == [7, 21, 3]
+    back = ji.load_model(tmp_path / "ck")
+    assert back.tokenizer.encode("w7 w21 w3") == [7, 21, 3]
+    assert back.tokenizer.tokens([7, 21]) == ["w7", "w21"] and len(back.tokenizer) == VOCAB
