@@ -44,12 +44,16 @@ def _install_torchvision_stub():
         tv.transforms = types.ModuleType("torchvision.transforms")
         for name in ("Compose", "Normalize", "ToTensor", "Resize"):
             setattr(tv.transforms, name, _unavailable(f"torchvision.transforms.{name}"))
+    if not hasattr(tv.transforms, "functional"):  # grad-cam >= 1.5.6: sess.py imports resize
+        tv.transforms.functional = types.ModuleType("torchvision.transforms.functional")
+        tv.transforms.functional.resize = _unavailable("torchvision.transforms.functional.resize")
     if not hasattr(tv, "models"):
         tv.models = types.ModuleType("torchvision.models")
         tv.models.resnet = types.ModuleType("torchvision.models.resnet")
         tv.models.resnet.Bottleneck = type("Bottleneck", (), {})  # placeholders (isinstance)
         tv.models.resnet.BasicBlock = type("BasicBlock", (), {})
     sys.modules.update({"torchvision.ops": tv.ops, "torchvision.transforms": tv.transforms,
+                        "torchvision.transforms.functional": tv.transforms.functional,
                         "torchvision.models": tv.models,
                         "torchvision.models.resnet": tv.models.resnet})
 
@@ -63,8 +67,12 @@ def import_gradcam():
         if importlib.util.find_spec(module) is None:
             raise ImportError(f"{module} is not installed (pip install --no-deps {package})")
     _install_torchvision_stub()
-    import pytorch_grad_cam
-    import pytorch_grad_cam.utils.model_targets
-    import pytorch_grad_cam.utils.svd_on_activations
+    try:
+        import pytorch_grad_cam
+        import pytorch_grad_cam.utils.model_targets
+        import pytorch_grad_cam.utils.svd_on_activations
+    except ImportError as e:  # installed, but it imports a name the stand-in lacks: fail loudly
+        raise RuntimeError(f"grad-cam is installed but does not import with the torchvision "
+                           f"stand-in (tests/gradcam_shim.py): {e}; add the name there") from e
 
     return pytorch_grad_cam

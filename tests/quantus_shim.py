@@ -30,7 +30,11 @@ def import_quantus():
         if importlib.util.find_spec(module) is None:
             raise ImportError(f"{module} is not installed (pip install --no-deps {package})")
     _install_torchvision_stub()
-    import quantus
+    try:
+        import quantus
+    except ImportError as e:  # installed, but it imports a name the stand-in lacks: fail loudly
+        raise RuntimeError(f"quantus is installed but does not import with the torchvision "
+                           f"stand-in (tests/gradcam_shim.py): {e}; add the name there") from e
 
     return quantus
 

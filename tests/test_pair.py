@@ -336,8 +336,12 @@ def test_examples_do_not_interact(cnn, small_x, small_masks):
                                    err_msg=name)
         assert rel_err(a[1:], b[1:]) > 1e-2, name  # the others did change
     # chunked path points: the same sums
-    np.testing.assert_allclose(pair.blur_ig(cnn, x, y, steps=6, batch_size=4),
-                               pair.blur_ig(cnn, x, y, steps=6), rtol=1e-5, atol=1e-9)
+    # float32, the blurs and gradients compiled for batches of 4 and of 6 (other convolution
+    # kernels): within 1e-4 of the map's largest magnitude, the parity tests' bound (an
+    # absolute 1e-9 failed on an AMD EPYC: 4.8e-6 off on a map whose largest entry is 0.076)
+    chunked, whole = (pair.blur_ig(cnn, x, y, steps=6, batch_size=4),
+                      pair.blur_ig(cnn, x, y, steps=6))
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-4 * np.abs(whole).max())
 
 
 def test_under_jit(cnn, small_x, small_masks):

@@ -4,6 +4,7 @@ token attributions equal Captum's `LLMGradientAttribution` / `LLMAttribution` on
 float64; AttnLRP / CP-LRP equal LXT's own GPT-2 patches (slow, in a subprocess: they patch
 transformers' classes)."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -18,7 +19,31 @@ import jaxinterp as ji
 from jaxinterp import text
 
 torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+
+
+@contextlib.contextmanager
+def hidden_torchvision():
+    """The grad-cam / zennit shims register stand-in `torchvision` modules without a spec, on
+    which `importlib.util.find_spec` (transformers' availability check) raises: hide them."""
+    hidden = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] == "torchvision"
+              and getattr(sys.modules[k], "__spec__", None) is None}
+    try:
+        yield
+    finally:
+        sys.modules.update(hidden)
+
+
+with hidden_torchvision():
+    transformers = pytest.importorskip("transformers")
+    from transformers.utils import import_utils
+
+    import_utils.is_torchvision_available()  # cached: False here
+
+
+@pytest.fixture(autouse=True)
+def _no_stand_ins():
+    with hidden_torchvision():
+        yield
 
 VOCAB, PROMPT, TARGET = 53, [7, 21, 3, 44, 12, 30], [9, 17, 2]
 

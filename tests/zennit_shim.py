@@ -40,9 +40,13 @@ def import_zennit():
     if importlib.util.find_spec("zennit") is None:
         raise ImportError("zennit is not installed (pip install --no-deps zennit)")
     _install_torchvision_stub()
-    import zennit
-    import zennit.attribution
-    import zennit.canonizers
-    import zennit.composites
+    try:
+        import zennit
+        import zennit.attribution
+        import zennit.canonizers
+        import zennit.composites
+    except ImportError as e:  # installed, but it imports a name the stand-in lacks: fail loudly
+        raise RuntimeError(f"zennit is installed but does not import with the torchvision "
+                           f"stand-in (tests/gradcam_shim.py): {e}; add the name there") from e
 
     return zennit
