@@ -3,8 +3,6 @@
 relevance against a transcription of their code on the twin, token Grad-CAM against
 pytorch-grad-cam with its ViT `reshape_transform`, and the methods' generic checks."""
 
-import copy
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -197,7 +195,9 @@ def test_token_grad_cam_equals_pytorch_grad_cam_with_reshape_transform(pair):
 
     # float64 on both sides (in float32 the difference is 1.1e-4 of the largest value on an
     # AMD EPYC, from rounding alone)
-    tm = type(tm)(copy.deepcopy(tm.net), jm.preprocess.mean, jm.preprocess.std).double()
+    net64 = type(tm.net)(ARCH, 10)
+    net64.load_state_dict(tm.net.state_dict())
+    tm = type(tm)(net64.double().eval(), jm.preprocess.mean, jm.preprocess.std)
     layer = tm.net.encoder.layers[-1].ln_1
     inp = nchw(x).double()
     targets = [ClassifierOutputTarget(int(c)) for c in target]
