@@ -307,6 +307,20 @@ def test_road(lin):
         metrics.road(m, x, pred, a, percentages=[120])
 
 
+def test_road_in_chunks_on_a_cnn(default_model):
+    """Percentages in chunks (`batch_size`) equal all at once: XLA:CPU with jaxinterp's compiler
+    options segfaulted here while the imputation was a convolution inside the solver's loop."""
+    m = default_model
+    x = ji.data.shapes(jax.random.key(7), 2).images
+    y = np.asarray(m(x)[0]).argmax(1)
+    a = np.asarray(ji.saliency(m, x, y)).sum(-1)
+    pcts = list(range(1, 100, 12))
+    whole = metrics.road(m, x, y, a, percentages=pcts, key=jax.random.key(0))
+    chunked = metrics.road(m, x, y, a, percentages=pcts, key=jax.random.key(0), batch_size=4)
+    np.testing.assert_array_equal(chunked.curves, whole.curves)
+    assert whole.curves[:, 0].all() and not whole.curves.all()  # the curves fall
+
+
 def test_monotonicity_correlation_linear(positive):
     """Positive linear model, black = 0: removing a group changes the logit by its
     attribution sum, so variance and sum rank alike: correlation 1."""

@@ -312,13 +312,20 @@ _ROAD_WEIGHTS = np.array([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12,
 
 
 def _neighbour_sum(v, kernel):
-    """Σ_j w_ij v_j over the 8 neighbours of every pixel of `[..., H, W]` (zero outside)."""
-    lead = v.shape[:-2]
-    v = v.reshape(-1, 1, *v.shape[-2:])
-    out = jax.lax.conv_general_dilated(v, kernel[None, None].astype(v.dtype), (1, 1),
-                                       [(1, 1), (1, 1)],
-                                       precision=jax.lax.Precision.HIGHEST)
-    return out.reshape(*lead, *out.shape[-2:])
+    """Σ_j w_ij v_j over the 8 neighbours of every pixel of `[..., H, W]` (zero outside).
+
+    Eight shifted, weighted adds rather than a 3 x 3 convolution: exact in any precision, and
+    XLA:CPU with jaxinterp's compiler options crashed (segfault) on this convolution inside
+    the solver's while loop when `road` ran its percentages in chunks."""
+    h, w = v.shape[-2:]
+    pad = jnp.pad(v, [(0, 0)] * (v.ndim - 2) + [(1, 1), (1, 1)])
+    out = jnp.zeros_like(v)
+    for i in range(3):
+        for j in range(3):
+            if i == 1 and j == 1:
+                continue
+            out = out + kernel[i, j] * pad[..., i:i + h, j:j + w]
+    return out
 
 
 def impute(x: jax.Array, removed: jax.Array, noise: jax.Array | None = None, *,
