@@ -17,8 +17,8 @@ defaults where affordable, the row says which are changed). Random draws (faithf
 correlation's subsets, ROAD's noise, max-sensitivity's noise) are drawn once with NumPy and
 handed to both sides: to us as `subsets=` / `noise_draws=` / `noise=`, to Quantus by replacing
 `np.random.choice` / `randn` / `uniform` for the call (`quantus_shim.draws`): neither side's time
-includes drawing (conservative for us: Quantus' `np.random.choice(F, s, replace=False)` draws a
-full permutation each time) and the results are comparable.
+includes drawing (which favours Quantus: its `np.random.choice(F, s, replace=False)` permutes
+all F features each time) and the results are comparable.
 
 ROAD on grey images: Quantus' ROAD raises on RGB images (it imputes channel-first *features* as
 pixels), so, as in tests/test_metrics_parity.py, Quantus gets one channel (the twin repeats it
@@ -33,7 +33,14 @@ calls have no compilation; the torch model was warmed up by the attributions). s
 Quantus / ours. `compile_s` = our first call minus our median call. Agreement: max |ours −
 Quantus| / max |Quantus| over what both return (curves for the flipping metrics, the per-
 percentage accuracies for ROAD, the scores otherwise); float32 on both sides, so ~1e-6–1e-4,
-and rank-based metrics can move a step where two attributions are within rounding.
+and rank-based metrics can move a step where two attributions are within rounding. Each row
+also records one plain forward of the batch on each side (`torch_forward_s`, `jax_forward_s`,
+per image), a yardstick: most rows cost a known number of forwards.
+
+Run it on a quiet machine. torch's OpenMP threads spin at barriers: with another process on
+the 2 cores, a vgg-mini forward took 100x longer with 2 torch threads than with 1, which
+inflates Quantus' times (the script warns when the load average is above 0.5;
+`--torch-threads 1` is the fallback, and the JSON records the threads and the load).
 """
 
 from __future__ import annotations
@@ -54,8 +61,12 @@ ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("pixel_flipping", "road", "region_perturbation", "faithfulness_correlation",
            "max_sensitivity", "sparseness")
 
-# Per model: images, perturbations per chunk on our side (`batch_size=` = max(1, chunk // N)),
-# timed rounds (ours, Quantus) and each metric's settings (same on both sides).
+# Per model: images, perturbations per chunk on our side (`batch_size=` = max(1, chunk // N),
+# unless a metric's settings give `batch_size`), timed rounds (ours, Quantus) and each metric's
+# settings (same on both sides). ROAD runs unchunked (`batch_size=None`, one vmap over the
+# percentages): chunked, `road` on 8 vgg-mini images with 32 percentages in chunks of 16
+# segfaults in XLA:CPU (an emitted conv kernel inside the while loop) with jaxinterp's compiler
+# options, and runs with XLA's defaults (jax 0.10.2).
 # Quantus 0.6 defaults: PixelFlipping features_in_step=1; ROAD percentages 1, 3, ..., 99,
 # noise 0.01; RegionPerturbation patch 8, 100 regions, morf; FaithfulnessCorrelation 100 runs
 # of 224 features; MaxSensitivity 200 samples, radius 0.2; Sparseness abs, normalised.
@@ -65,7 +76,8 @@ SETTINGS = {
         "vgg-mini": {
             "images": 8, "chunk": 128, "reps": 3, "quantus_reps": 3,
             "pixel_flipping": {"features_in_step": 16},          # 768 steps (default: 12288)
-            "road": {"percentages": list(range(1, 100, 2)), "noise": 0.01},  # default
+            "road": {"percentages": list(range(1, 100, 2)), "noise": 0.01,  # default
+                     "batch_size": None},
             "region_perturbation": {"patch_size": 8, "regions": 100},  # default (64 patches)
             "faithfulness_correlation": {"runs": 100, "subset_size": 224},  # default
             "max_sensitivity": {"samples": 200, "radius": 0.2},  # default
@@ -74,7 +86,8 @@ SETTINGS = {
         "vgg16": {
             "images": 1, "chunk": 8, "reps": 3, "quantus_reps": 2,
             "pixel_flipping": {"features_in_step": 3136},        # 48 steps (default: 150528)
-            "road": {"percentages": list(range(5, 100, 10)), "noise": 0.01},  # 10 (default 50)
+            "road": {"percentages": list(range(5, 100, 10)), "noise": 0.01,  # 10 (default 50)
+                     "batch_size": None},
             "region_perturbation": {"patch_size": 8, "regions": 32},  # default patch, 32 of 784
             "faithfulness_correlation": {"runs": 32, "subset_size": 224},  # 32 runs (default 100)
             "max_sensitivity": {"samples": 8, "radius": 0.2},    # 8 samples (default 200)
@@ -85,7 +98,7 @@ SETTINGS = {
         "vgg-mini": {
             "images": 2, "chunk": 32, "reps": 2, "quantus_reps": 1,
             "pixel_flipping": {"features_in_step": 256},         # 48 steps
-            "road": {"percentages": [10, 50, 90], "noise": 0.01},
+            "road": {"percentages": [10, 50, 90], "noise": 0.01, "batch_size": None},
             "region_perturbation": {"patch_size": 8, "regions": 8},
             "faithfulness_correlation": {"runs": 8, "subset_size": 224},
             "max_sensitivity": {"samples": 4, "radius": 0.2},
@@ -94,7 +107,7 @@ SETTINGS = {
         "vgg16": {
             "images": 1, "chunk": 4, "reps": 1, "quantus_reps": 1,
             "pixel_flipping": {"features_in_step": 25088},       # 6 steps
-            "road": {"percentages": [50, 90], "noise": 0.01},
+            "road": {"percentages": [50, 90], "noise": 0.01, "batch_size": None},
             "region_perturbation": {"patch_size": 56, "regions": 4},
             "faithfulness_correlation": {"runs": 4, "subset_size": 224},
             "max_sensitivity": {"samples": 2, "radius": 0.2},
@@ -171,6 +184,7 @@ class Case:
         self.map_grey = np.asarray(ji.saliency(self.jm, self.grey, self.y_grey), np.float32).sum(-1)
         self.grey_model = grey_twin(self.tm)
         self.torch_warm()
+        self.forward_s = self.forwards()
 
     def predict(self, x):
         import jax.numpy as jnp
@@ -184,6 +198,23 @@ class Case:
         with torch.no_grad():
             self.tm(torch.from_numpy(self.xc))
         torch_saliency(self.tm, self.xc, self.y)
+
+    def forwards(self, reps=5) -> dict:
+        """Median seconds per image of one plain forward of the batch on each side (a yardstick:
+        most metrics cost a known number of forwards)."""
+        import jax
+        import jax.numpy as jnp
+        import torch
+
+        fwd = jax.jit(lambda m, x: m(x)[0])
+        xj = jnp.asarray(self.x)
+        fwd(self.jm, xj).block_until_ready()
+        xt = torch.from_numpy(self.xc)
+        with torch.no_grad():
+            t_torch = [_timed(lambda: self.tm(xt))[0] for _ in range(reps)]
+        t_jax = [_timed(lambda: fwd(self.jm, xj).block_until_ready())[0] for _ in range(reps)]
+        return {"torch_forward_s": statistics.median(t_torch) / self.n,
+                "jax_forward_s": statistics.median(t_jax) / self.n}
 
 
 def grey_twin(tm):
@@ -222,7 +253,8 @@ def pair(name: str, case: Case, s: dict, quantus):
     import jaxinterp.metrics as metrics
     from quantus_shim import draws, numpy_trapz
 
-    jm, x, y, a, bs, n = case.jm, case.x, case.y, case.a, case.batch_size, case.n
+    jm, x, y, a, n = case.jm, case.x, case.y, case.a, case.n
+    bs = s.get("batch_size", case.batch_size)
     rng = np.random.default_rng(0)
     h, w = x.shape[1:3]
 
@@ -325,22 +357,37 @@ def pair(name: str, case: Case, s: dict, quantus):
     raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
 
 
-def describe(name: str, s: dict) -> str:
-    """The settings of a row, as text."""
+def describe(name: str, s: dict, hw: tuple) -> str:
+    """The settings of a row, as text, saying which differ from Quantus 0.6's defaults."""
+    def mark(changed):
+        return f" (default {', '.join(changed)})" if changed else " (defaults)"
+
     if name == "pixel_flipping":
-        return f"features_in_step={s['features_in_step']}"
+        step = s["features_in_step"]
+        return f"features_in_step={step}: {-(-3 * hw[0] * hw[1] // step)} steps" + \
+            mark(["1"] if step != 1 else [])
     if name == "road":
         p = s["percentages"]
         grid = "1, 3, …, 99" if p == list(range(1, 100, 2)) else ", ".join(map(str, p)) \
             if len(p) <= 4 else f"{p[0]}, {p[1]}, …, {p[-1]}"
-        return f"grey; {len(p)} percentages ({grid}), noise {s['noise']}"
+        changed = (["50 percentages"] if p != list(range(1, 100, 2)) else []) + \
+            (["noise 0.01"] if s["noise"] != 0.01 else [])
+        return f"grey images; {len(p)} percentages ({grid}), noise {s['noise']}" + mark(changed)
     if name == "region_perturbation":
-        return f"patch {s['patch_size']}, {s['regions']} regions, morf"
+        patches = -(-hw[0] // s["patch_size"]) * -(-hw[1] // s["patch_size"])
+        changed = (["patch 8"] if s["patch_size"] != 8 else []) + \
+            (["100 regions"] if s["regions"] != 100 else [])
+        return (f"patch {s['patch_size']}, {min(s['regions'], patches)} regions of {patches}, "
+                f"morf" + mark(changed))
     if name == "faithfulness_correlation":
-        return f"{s['runs']} runs × {s['subset_size']} features"
+        changed = (["100 runs"] if s["runs"] != 100 else []) + \
+            (["224 features"] if s["subset_size"] != 224 else [])
+        return f"{s['runs']} runs × {s['subset_size']} features" + mark(changed)
     if name == "max_sensitivity":
-        return f"saliency, {s['samples']} samples, radius {s['radius']}"
-    return "defaults (abs, normalised per batch)"
+        changed = (["200 samples"] if s["samples"] != 200 else []) + \
+            (["radius 0.2"] if s["radius"] != 0.2 else [])
+        return f"saliency, {s['samples']} samples, radius {s['radius']}" + mark(changed)
+    return "abs, normalised per batch (defaults)"
 
 
 # --------------------------------------------------------------------------- measuring
@@ -361,12 +408,15 @@ def bench_metrics(quick: bool = False, archs=("vgg-mini", "vgg16"), names=METRIC
         t0 = time.perf_counter()
         case = Case(arch, cfg["images"], cfg["chunk"])
         print(f"{arch}: {case.n} images {case.x.shape[1]}x{case.x.shape[2]}, set up in "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+              f"{time.perf_counter() - t0:.1f} s; one forward per image: torch "
+              f"{case.forward_s['torch_forward_s'] * 1e3:.1f} ms, jax "
+              f"{case.forward_s['jax_forward_s'] * 1e3:.1f} ms", flush=True)
         for name in names:
             s = cfg[name]
-            row = {"arch": arch, "metric": name, "images": case.n, "settings": describe(name, s),
-                   "config": s, "batch_size": case.batch_size, "reps": cfg["reps"],
-                   "quantus_reps": cfg["quantus_reps"]}
+            row = {"arch": arch, "metric": name, "images": case.n, "settings": describe(name, s, case.x.shape[1:3]),
+                   "config": s, "batch_size": s.get("batch_size", case.batch_size),
+                   "reps": cfg["reps"],
+                   "quantus_reps": cfg["quantus_reps"], **case.forward_s}
             try:
                 row.update(measure(*pair(name, case, s, quantus), case.n, cfg["reps"],
                                    cfg["quantus_reps"]))
@@ -418,7 +468,8 @@ def fmt_row(r: dict) -> str:
 
 def table(result: dict) -> str:
     """The Markdown table of a metrics.json result."""
-    return "\n".join([f"{result['machine']}; quantus {result.get('quantus', '?')}.", "",
+    return "\n".join([f"{result['machine']}; quantus {result.get('quantus', '?')}; torch "
+                      f"threads {result.get('torch_threads', '?')}.", "",
                       TABLE_HEAD] + [fmt_row(r) for r in result["rows"]])
 
 
@@ -436,10 +487,18 @@ def main(argv=None):
                     help="comma list of models (vgg-mini, vgg16) and/or metrics: "
                          + ", ".join(METRICS))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench"))
+    ap.add_argument("--torch-threads", type=int, default=os.cpu_count(),
+                    help="torch's intra-op threads (default: all cores, as scripts/bench.py)")
     args = ap.parse_args(argv)
     import torch
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(args.torch_threads)
+    load = os.getloadavg()[0]
+    if load > 0.5:  # torch's OpenMP threads spin at barriers: on shared cores, a forward of
+        # vgg-mini measured 100x slower with 2 threads than with 1 (jax far less affected)
+        print(f"WARNING: load average {load:.1f} before the run: with other processes on the "
+              f"cores, torch's OpenMP threads (and so Quantus) slow down by up to 100x; these "
+              f"timings are not valid (quiet machine, or --torch-threads 1)", flush=True)
     archs, names = ("vgg-mini", "vgg16"), METRICS
     if args.only:
         only = args.only.split(",")
@@ -450,12 +509,14 @@ def main(argv=None):
         names = tuple(m for m in METRICS if m in only) or names
     out = Path(args.out) / ("quick" if args.quick else "")
     t0 = time.time()
-    head = {"machine": machine(), "quick": args.quick}
+    head = {"machine": machine(), "quick": args.quick, "torch_threads": args.torch_threads,
+            "load_before": load}
     print(f"{head['machine']}\n\n{TABLE_HEAD}", flush=True)
     rows = bench_metrics(args.quick, archs, names)
     import quantus
 
-    result = {**head, "quantus": quantus.__version__, "rows": rows, "seconds": time.time() - t0}
+    result = {**head, "quantus": quantus.__version__, "rows": rows, "seconds": time.time() - t0,
+              "load_after": os.getloadavg()[0]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     print(f"\n{table(result)}\n\n{time.time() - t0:.0f} s -> {out / 'metrics.json'}")
