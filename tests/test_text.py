@@ -443,3 +443,35 @@ def test_hugging_face_tokenizer_json_is_attached_and_stored(tmp_path, pair):
     back = ji.load_model(tmp_path / "ck")
     assert back.tokenizer.encode("w7 w21 w3") == [7, 21, 3]
     assert back.tokenizer.tokens([7, 21]) == ["w7", "w21"] and len(back.tokenizer) == VOCAB
+
+
+SHARDED = """
+import json
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import jaxinterp as ji
+m = ji.load_model("gpt2", key=0, n_layer=2, n_embd=32, n_head=4, vocab_size=40, n_positions=16)
+prompts = np.random.default_rng(0).integers(1, 40, (4, 6))
+targets = np.random.default_rng(1).integers(1, 40, (4, 2))
+mesh = Mesh(np.array(jax.devices()), ("batch",))
+put = lambda a: jax.device_put(a, NamedSharding(mesh, P("batch")))
+out = {}
+for method in ("integrated_gradients", "feature_ablation", "shapley_sampling", "lrp"):
+    ref = np.asarray(ji.text.attribute(m, prompts, targets, method=method, steps=8))
+    got = ji.text.attribute(m, put(prompts), put(targets), method=method, steps=8)
+    out[method] = [float(np.abs(np.asarray(got) - ref).max() / np.abs(ref).max()),
+                   len(got.sharding.device_set)]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_sharded_prompts_equal_unsharded():
+    from devices import run_on_devices
+
+    r = run_on_devices(SHARDED)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(out) == {"integrated_gradients", "feature_ablation", "shapley_sampling", "lrp"}
+    assert all(err < 1e-5 for err, _ in out.values()), out
+    assert all(devices == 4 for _, devices in out.values()), out  # the result stays sharded
