@@ -10,5 +10,6 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["jaxinterp", "jaxinterp.*"]) + ["jaxinterp._weights"],
     package_dir={"jaxinterp._weights": "weights"},
-    package_data={"jaxinterp.data": ["*.txt"], "jaxinterp._weights": ["vgg-mini/**/*", "vit-mini/**/*"]},
+    package_data={"jaxinterp.data": ["*.txt"],
+                  "jaxinterp._weights": ["vgg-mini/**/*", "vit-mini/**/*", "lm-mini/**/*"]},
 )

@@ -76,7 +76,7 @@ def config_for(arch: str, **overrides) -> GPT2Config:
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
     if arch == "lm-mini":
-        base = dict(vocab_size=64, n_positions=64, n_embd=128, n_layer=2, n_head=4)
+        base = dict(vocab_size=32, n_positions=64, n_embd=64, n_layer=3, n_head=4)
     else:
         layers, heads, width = SIZES[arch]
         base = dict(n_layer=layers, n_head=heads, n_embd=width)
@@ -232,7 +232,7 @@ class Transformer(nn.Module):
     def __call__(self, ids, token_embeddings=None, caches=None, index=None):
         c = self.config
         wte = Embedding(c.vocab_size, c.n_embd, 0.02, name="wte")
-        wpe = Embedding(c.n_positions, c.n_embd, 0.01, name="wpe")
+        wpe = Embedding(c.n_positions, c.n_embd, 0.02, name="wpe")
         e = wte(ids) if token_embeddings is None else token_embeddings
         t = e.shape[1]
         start = 0 if index is None else index
