@@ -361,7 +361,9 @@ def test_examples_are_independent(mini, mini_x, method):
     batch = np.asarray(fn(mini, x, target, **kw))
     assert batch.shape == x.shape[:3] and np.isfinite(batch).all() and batch.max() > 0
     one = np.asarray(fn(mini, x[1:2], target[1:2], **kw))
-    np.testing.assert_allclose(one[0], batch[1], rtol=1e-5, atol=1e-6 * np.abs(batch).max())
+    # one image vs a batch of 3: other compiled kernels, float32; 1e-4 of the largest value,
+    # the parity bound (ablation_cam was 1.8e-5 off on an AMD EPYC, above the former 1e-6)
+    np.testing.assert_allclose(one[0], batch[1], rtol=1e-5, atol=1e-4 * np.abs(batch).max())
 
 
 @pytest.mark.parametrize("method", ["eigen_cam", "grad_cam_plus_plus"])
