@@ -578,14 +578,18 @@ def import_weights(src: str | os.PathLike, arch: str, fmt: str | None = None,
 def _finish_import(variables, module, meta, src, out, overwrite):
     """Checks imported variables against the architecture, casts them, saves if asked."""
     check_variables(variables, module, str(src))
-    bad = [k for k, v in _flat(variables).items() if not np.isfinite(np.asarray(v)).all()]
-    if bad:
-        raise CheckpointError(f"{src} has NaN or infinite values in {', '.join(bad)}")
-    variables = jax.tree_util.tree_map(lambda a: jax.numpy.asarray(a, np.float32), variables)
-    m = model_lib.assemble(module, variables, meta)
+    m = model_lib.assemble(module, _finite_float32(variables, src), meta)
     if out is not None:
         save_model(m, out, overwrite=overwrite)
     return m
+
+
+def _finite_float32(variables, src):
+    """Imported arrays as float32 device arrays; `CheckpointError` naming any non-finite one."""
+    bad = [k for k, v in _flat(variables).items() if not np.isfinite(np.asarray(v)).all()]
+    if bad:
+        raise CheckpointError(f"{src} has NaN or infinite values in {', '.join(bad)}")
+    return jax.tree_util.tree_map(lambda a: jax.numpy.asarray(a, np.float32), variables)
 
 
 def _import_resnet(src, arch, fmt, out, classes, overwrite):
@@ -666,16 +670,13 @@ def _import_gpt2(src, arch, fmt, out, overwrite):
         raise CheckpointError(f"{src}: {untied[0]}; jaxinterp's GPT-2 ties the head to wte")
     module = gpt2_lib.GPT2LMHeadModel(config)
     check_variables(params, None, str(src), abstract_params(module))
-    bad = [k for k, v in _flat(params).items() if not np.isfinite(np.asarray(v)).all()]
-    if bad:
-        raise CheckpointError(f"{src} has NaN or infinite values in {', '.join(bad)}")
+    params = _finite_float32(params, src)
     tokenizer = None
     if (src.parent / "tokenizer.json").is_file():
         try:
             tokenizer = Tokenizer.from_file(src.parent / "tokenizer.json")
         except ImportError:
             tokenizer = None  # optional: the model works on ids
-    params = jax.tree_util.tree_map(lambda a: jax.numpy.asarray(a, np.float32), params)
     m = LanguageModel(module, params, tokenizer, arch,
                       {"source": {"file": src.name, "format": fmt}})
     if out is not None:

@@ -65,6 +65,7 @@ def describe(name: str | None) -> str:
 
 def _language_model_description(name) -> str | None:
     """`info` of a decoder (an architecture or a language-model checkpoint), else None."""
+    import jax
     import numpy as np
 
     from jaxinterp import weights
@@ -77,7 +78,7 @@ def _language_model_description(name) -> str | None:
         return None
     m = weights.load_model(where, key=0) if kind == "arch" else weights.load_checkpoint(where)
     c, extra = m.config, m.extra
-    total = sum(int(np.prod(a.shape)) for a in __import__("jax").tree_util.tree_leaves(m.params))
+    total = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(m.params))
     lines = [f"model      {m.arch}  ({'random initialization' if kind == 'arch' else where})",
              f"decoder    {c.n_layer} blocks, width {c.n_embd}, {c.n_head} heads, MLP "
              f"{c.inner}, {c.activation_function}, {c.n_positions} positions",

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.models.vit import _identity_rule, divide_gradient
+from jaxinterp.models.vit import _identity_rule, divide_gradient, standardize
 
 ARCHS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "lm-mini")
 RULES = (None, "attn_lrp", "cp_lrp")
@@ -116,11 +116,7 @@ class LayerNorm(nn.Module):
         d = x.shape[-1]
         w = self.param("weight", nn.initializers.ones, (d,))
         b = self.param("bias", nn.initializers.zeros, (d,))
-        centred = x - x.mean(-1, keepdims=True)
-        std = jnp.sqrt((centred * centred).mean(-1, keepdims=True) + self.eps)
-        if self.rule is not None:
-            std = jax.lax.stop_gradient(std)
-        return centred / std * w.astype(x.dtype) + b.astype(x.dtype)
+        return standardize(x, self.eps, self.rule) * w.astype(x.dtype) + b.astype(x.dtype)
 
 
 class Attention(nn.Module):

@@ -65,6 +65,16 @@ def _divide_bwd(factor, _, g):
 divide_gradient.defvjp(_divide_fwd, _divide_bwd)
 
 
+def standardize(x, eps: float, rule: str | None = None):
+    """`(x - mean) / sqrt(var + eps)` over the last axis; with a relevance rule, no gradient
+    through the standard deviation (AttnLRP's identity rule, LXT's `layer_norm_forward`)."""
+    centred = x - x.mean(-1, keepdims=True)
+    std = jnp.sqrt((centred * centred).mean(-1, keepdims=True) + eps)
+    if rule is not None:
+        std = jax.lax.stop_gradient(std)
+    return centred / std
+
+
 class LayerNorm(nn.Module):
     """LayerNorm with Flax's parameter names (`scale`, `bias`), epsilon 1e-6; with a relevance
     rule, no gradient through the standard deviation (AttnLRP's identity rule, LXT's
@@ -77,12 +87,7 @@ class LayerNorm(nn.Module):
         d = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (d,))
         bias = self.param("bias", nn.initializers.zeros, (d,))
-        mean = x.mean(-1, keepdims=True)
-        centred = x - mean
-        std = jnp.sqrt((centred * centred).mean(-1, keepdims=True) + LN_EPS)
-        if self.rule is not None:
-            std = jax.lax.stop_gradient(std)
-        return centred / std * scale + bias
+        return standardize(x, LN_EPS, self.rule) * scale + bias
 
 
 def _ln(name, rule=None):

@@ -17,24 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._xla import tuned_jit
+from jaxinterp.checks import is_traced
+from jaxinterp.model import _Described
 from jaxinterp.models import gpt2 as gpt2_lib
 from jaxinterp.text.tokenizer import Tokenizer
 
 KIND = "language_model"
-
-
-class _Static:
-    """Carries static records (tokenizer, metadata) in the pytree structure without making
-    them part of JIT cache keys (as `model._Described`)."""
-
-    def __init__(self, tokenizer, extra_json):
-        self.tokenizer, self.extra_json = tokenizer, extra_json
-
-    def __eq__(self, other):
-        return isinstance(other, _Static)
-
-    def __hash__(self):
-        return 0
 
 
 @tuned_jit(static_argnames=("module",))
@@ -78,8 +66,9 @@ class LanguageModel:
     def __init__(self, module: gpt2_lib.GPT2LMHeadModel, params: Any,
                  tokenizer: Tokenizer | None = None, arch: str = "gpt2", extra: dict | None = None):
         self.module, self.params = module, params
-        self._static = _Static(tokenizer, json.dumps({"arch": arch, **(extra or {})},
-                                                     sort_keys=True))
+        # tokenizer and records ride in the pytree structure, outside JIT cache keys
+        self._static = _Described((tokenizer, json.dumps({"arch": arch, **(extra or {})},
+                                                         sort_keys=True)))
 
     def tree_flatten(self):
         return (self.params,), (self.module, self._static)
@@ -97,11 +86,11 @@ class LanguageModel:
 
     @property
     def tokenizer(self) -> Tokenizer | None:
-        return self._static.tokenizer
+        return self._static.meta[0]
 
     @property
     def extra(self) -> dict:
-        return json.loads(self._static.extra_json)
+        return json.loads(self._static.meta[1])
 
     @property
     def arch(self) -> str:
@@ -175,7 +164,7 @@ def check_ids(m: LanguageModel, ids) -> jax.Array:
     c = m.config
     if c.n_positions is not None and ids.shape[1] > c.n_positions:
         raise ValueError(f"{ids.shape[1]} tokens exceed the model's {c.n_positions} positions")
-    if not isinstance(ids, jax.core.Tracer):
+    if not is_traced(ids):
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= c.vocab_size:
             raise ValueError(f"token ids must be in [0, {c.vocab_size}), got [{lo}, {hi}]")

@@ -12,9 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.rules import _sub_jaxprs, softmax_outputs
-
-_CALLS = ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call")
+from jaxinterp.rules import _CALLS, _sub_jaxprs, softmax_outputs
 
 
 @dataclasses.dataclass(frozen=True)
