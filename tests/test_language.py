@@ -145,3 +145,12 @@ def test_shipped_lm_mini_answers_unseen_prompts(lm, task):
     out = np.asarray(ji.text.generate(lm, np.stack([e.prompt for e in group]), 1))
     assert np.array_equal(out[:, :-1], np.stack([e.prompt for e in group]))
     assert (out[:, -1] == np.array([e.answer for e in group])).mean() >= 0.95
+
+
+def test_info_describes_the_shipped_lm_mini():
+    from jaxinterp.cli.models import describe
+
+    text = describe("lm-mini")
+    assert "weights/lm-mini" in text or "_weights/lm-mini" in text, text
+    assert "random initialization" not in text and "word-level, 29 tokens" in text
+    assert "random initialization" in describe("gpt2").splitlines()[0]

@@ -71,7 +71,7 @@ def _language_model_description(name) -> str | None:
     from jaxinterp import weights
     from jaxinterp.models import gpt2 as gpt2_lib
 
-    kind, where = weights.locate(name) if name not in gpt2_lib.ARCHS else ("arch", name)
+    kind, where = weights.locate(name)
     if kind == "arch" and where not in gpt2_lib.ARCHS:
         return None
     if kind != "arch" and weights.read_metadata(where).get("kind") != "language_model":
