@@ -206,8 +206,11 @@ def test_site_in_headless_chromium(tmp_path):
             page.goto(base)
             page.wait_for_load_state("load")
             page.click("label.md-search__icon, .md-search__input", timeout=10_000)
-            page.fill("input.md-search__input", "integrated gradients")
-            page.wait_for_selector(".md-search-result__item", timeout=20_000)
+            # typed key by key: Material searches on key events, so a fill() made after the
+            # index is ready (timing-dependent) never runs a query
+            page.locator("input.md-search__input").press_sequentially(
+                "integrated gradients", delay=20)
+            page.wait_for_selector(".md-search-result__item", timeout=60_000)
             results = page.eval_on_selector_all(".md-search-result__item", "r => r.length")
             if not results:
                 problems.append("search: no results for 'integrated gradients'")
