@@ -377,7 +377,8 @@ def test_cli_text_writes_heat_maps(tmp_path):
 
 def test_wrapped_function_equals_the_model(pair):
     """`text.wrap(fn, params)` finds the embedding lookup in the traced function: every method
-    but lrp gives what the same decoder gives as jaxinterp's GPT-2, and generation too."""
+    gives what the same decoder gives as jaxinterp's GPT-2 (lrp: AttnLRP / CP-LRP's rules found
+    in the traced graph against the ones written into jaxinterp's GPT-2), and generation too."""
     _, m = pair
     module = m.module
 
@@ -392,9 +393,13 @@ def test_wrapped_function_equals_the_model(pair):
             text.attribute(w, PROMPT, TARGET, method=method, per_token=True, **kw),
             text.attribute(m, PROMPT, TARGET, method=method, per_token=True, **kw),
             rtol=1e-4, atol=1e-6)
+    for composite in ("attn_lrp", "cp_lrp"):
+        want = np.asarray(text.attribute(m, PROMPT, TARGET, method="lrp", composite=composite,
+                                         per_token=True))
+        np.testing.assert_allclose(
+            text.attribute(w, PROMPT, TARGET, method="lrp", composite=composite,
+                           per_token=True), want, rtol=0, atol=1e-4 * np.abs(want).max())
     np.testing.assert_array_equal(text.generate(w, PROMPT, 5), text.generate(m, PROMPT, 5))
-    with pytest.raises(ValueError, match="relevance rules need jaxinterp's GPT-2"):
-        text.attribute(w, PROMPT, TARGET, method="lrp")
     with pytest.raises(ValueError, match="is not a parameter path"):
         text.wrap(fn, m.params, embedding="transformer/nope")
     with pytest.raises(ValueError, match="no token-embedding lookup found"):

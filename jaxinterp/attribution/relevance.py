@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp.attribution.core import is_vgg, keeps_sharding, prepare
-from jaxinterp.relevance import engine, lrp as lrp_rules
+from jaxinterp.relevance import attn_lrp, engine, lrp as lrp_rules
 from jaxinterp.relevance.graph import trace
 from jaxinterp.targets import Target
 
@@ -165,6 +165,17 @@ def _lrp(m, t, x, composite, start, options):
     return rel
 
 
+@functools.partial(jax.jit, static_argnames=("mode", "start"))
+def _graph_attn_lrp(m, t, x, mode, start):
+    g, rm = score_graph(m, t, x)
+    env = engine.forward(g, rm, x)
+    out = env[g.out_ids[0]]
+    (rel,) = attn_lrp.relevance(g, env, [jnp.ones_like(out)], mode)
+    if start == "one":  # the target's relevance starts at 1, not at its score
+        rel = rel / jnp.where(out == 0, 1, out).reshape((-1,) + (1,) * (rel.ndim - 1))
+    return rel
+
+
 @keeps_sharding
 def lrp(m, x, target, *, composite="epsilon_plus_flat", start: str = "one",
         **rule_options) -> jax.Array:
@@ -185,9 +196,10 @@ def lrp(m, x, target, *, composite="epsilon_plus_flat", start: str = "one",
         "epsilon", "epsilon_plus", "epsilon_gamma_box" (conv Gamma, dense Epsilon, first conv
         ZBox), "epsilon_alpha2_beta1", "epsilon_alpha2_beta1_flat", or a function
         `(layer path, primitive) -> rule` with rules from `jaxinterp.relevance.lrp`
-        (`Epsilon()`, `ZPlus()`, `Gamma()`, ...). On jaxinterp's ViT: "attn_lrp" (AttnLRP)
-        or "cp_lrp" (CP-LRP), LXT's rules as gradient rewrites
-        (`jaxinterp.attribution.transformers.transformer_lrp`).
+        (`Epsilon()`, `ZPlus()`, `Gamma()`, ...). For transformers: "attn_lrp" (AttnLRP) or
+        "cp_lrp" (CP-LRP), LXT's rules as gradient rewrites — written into jaxinterp's ViT
+        (`jaxinterp.attribution.transformers.transformer_lrp`), found in the traced function
+        of any other model (`jaxinterp.relevance.attn_lrp`).
       start: "one" (the target's relevance starts at 1, zennit's one-hot) or "logit" (at the
         target score, Captum's `LRP`).
       **rule_options: for built-in composites: epsilon (1e-6), gamma (0.25), stabilizer
@@ -199,13 +211,15 @@ def lrp(m, x, target, *, composite="epsilon_plus_flat", start: str = "one",
     if start not in ("one", "logit"):
         raise ValueError(f"start must be 'one' or 'logit', got {start!r}")
     x, t = prepare(m, x, target)
-    if isinstance(composite, str) and composite in ("attn_lrp", "cp_lrp"):
-        from jaxinterp.attribution.transformers import transformer_lrp
+    if isinstance(composite, str) and composite in attn_lrp.MODES:
+        from jaxinterp.attribution.transformers import _vit_module, transformer_lrp
 
         if rule_options:
             raise ValueError(f"composite={composite!r} takes no rule options, got "
                              f"{', '.join(rule_options)}")
-        return transformer_lrp(m, x, t, composite, start)
+        if _vit_module(m) is not None:  # jaxinterp's ViT: the rules are in its modules
+            return transformer_lrp(m, x, t, composite, start)
+        return _graph_attn_lrp(m, t, x, composite, start)
     options = tuple(sorted((k, _hashable(v)) for k, v in rule_options.items()))
     return _lrp(m, t, x, composite, start, options)
 

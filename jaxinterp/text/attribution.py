@@ -25,6 +25,7 @@ from jaxinterp.attribution.perturbation import quadrature
 from jaxinterp.attribution.shapley import KERNEL_SHAP_INF_WEIGHT, MAX_EXACT_FEATURES
 from jaxinterp.checks import check_batch_size, check_count, check_real
 from jaxinterp.chunking import chunked_map, chunked_sum
+from jaxinterp.relevance import attn_lrp, engine as relevance_engine, graph as relevance_graph
 from jaxinterp.text.model import LanguageModel, check_ids, param_dtype
 
 GRADIENT = ("saliency", "input_x_gradient", "integrated_gradients", "lrp")
@@ -70,6 +71,29 @@ def _gradient_method(module, params, ids, tp, score, kind, per_token):
     if kind == "saliency":
         return jnp.sqrt((g * g).sum(-1))
     return (e * g).sum(-1)
+
+
+@tuned_jit(static_argnames=("module", "tp", "score", "mode", "per_token"))
+def _graph_lrp(module, params, ids, tp, score, mode, per_token):
+    """AttnLRP / CP-LRP of a wrapped decoder: LXT's rules found in its traced graph
+    (`jaxinterp.relevance.attn_lrp`), relevance summed over each prompt token's embedding."""
+    e = module.embed(params, ids)
+
+    def f(p, ep):
+        return _scores(module, p, ids, jnp.concatenate([ep, e[:, tp:]], 1), tp, score)
+
+    ep = e[:, :tp]
+    g = relevance_graph.trace(f, params, ep)
+    env = relevance_engine.forward(g, params, ep)
+    out = env[g.out_ids[0]]
+
+    def one(ct):
+        return attn_lrp.relevance(g, env, [ct], mode)[0].sum(-1)
+
+    if not per_token:
+        return one(jnp.ones_like(out))
+    eye = jnp.eye(out.shape[1], dtype=out.dtype)
+    return jax.vmap(lambda c: one(jnp.broadcast_to(c, out.shape)))(eye).transpose(1, 0, 2)
 
 
 @tuned_jit(static_argnames=("module", "tp", "score", "per_token", "batch_size"))
@@ -255,9 +279,11 @@ def attribute(m: LanguageModel, prompt_ids, target_ids, *, method: str = "integr
     elif method == "lrp":
         if composite not in ("attn_lrp", "cp_lrp"):
             raise ValueError(f"composite must be 'attn_lrp' or 'cp_lrp', got {composite!r}")
-        ruled = m.with_rule(composite)
-        out = _gradient_method(ruled.module, params, ids, tp, score, "input_x_gradient",
-                               per_token)
+        if m.is_gpt2:  # jaxinterp's GPT-2: the rules are in its modules
+            out = _gradient_method(m.with_rule(composite).module, params, ids, tp, score,
+                                   "input_x_gradient", per_token)
+        else:  # a wrapped function: the same rules found in its traced graph
+            out = _graph_lrp(module, params, ids, tp, score, composite, per_token)
     elif method == "integrated_gradients":
         alphas, weights = quadrature(ig_method, steps)
         dtype = param_dtype(params)

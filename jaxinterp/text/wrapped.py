@@ -140,9 +140,9 @@ def wrap(fn: Callable[[Any, jax.Array], jax.Array], params: Any, *, embedding=No
       max_positions: the longest input the model takes (checked), or None.
       name: shown in `repr` (default `fn`'s name).
     Returns:
-      A `LanguageModel`: `ji.text.attribute` (every method except `lrp`, whose rules need
-      jaxinterp's GPT-2) and `ji.text.generate` (recomputing the whole prefix per token: no key
-      / value cache) run on it.
+      A `LanguageModel`: `ji.text.attribute` (every method; `lrp` finds AttnLRP's rules in
+      the traced function, `jaxinterp.relevance.attn_lrp`) and `ji.text.generate`
+      (recomputing the whole prefix per token: no key / value cache) run on it.
     """
     from jaxinterp.text.model import LanguageModel, check_ids
 
