@@ -54,6 +54,8 @@ def cascading_randomization(m, key: jax.Array, depth: int):
 
     Layers are counted from the output: the last dense layer, then convolutions downwards. A
     randomized convolution's BatchNorm is reset to the identity (scale 1, shift 0, statistics 0/1).
+    On jaxinterp's ViT: the head (with the final LayerNorm), then blocks downwards, then the
+    patch embedding (`randomization_layers` names them).
 
     Args:
       m: the model.
@@ -65,6 +67,19 @@ def cascading_randomization(m, key: jax.Array, depth: int):
     from jaxinterp import model as model_lib
     from jaxinterp.models.vgg import param_name
 
+    groups = _vit_groups(m)
+    if groups is not None:
+        if not 0 <= depth <= len(groups):
+            raise ValueError(f"depth must be in 0..{len(groups)} for {m.arch}, got {depth}")
+        fresh = model_lib.init_model(m.arch, key, num_classes=m.num_classes)
+        params = jax.tree_util.tree_map(lambda a: a, m.variables["params"])
+        for _, paths in groups[:depth]:
+            for path in paths:
+                src, dst = fresh.variables["params"], params
+                for k in path[:-1]:
+                    src, dst = src[k], dst[k]
+                dst[path[-1]] = src[path[-1]]
+        return m.with_variables({**m.variables, "params": params})
     if not hasattr(m, "specs"):
         raise ValueError(f"cascading randomization follows jaxinterp VGG's layer list; {m.arch} "
                          "has none: re-initialize its top layers with your own init and "
@@ -83,6 +98,32 @@ def cascading_randomization(m, key: jax.Array, depth: int):
             variables["params"][p] = fresh.variables["params"][p]
             variables["batch_stats"][p] = fresh.variables["batch_stats"][p]
     return m.with_variables(variables)
+
+
+def _vit_groups(m):
+    """A ViT's weight layers from the top, `[(name, [param paths])]`: the head (with the final
+    LayerNorm), each block from the last, the patch embedding (with the class token and the
+    position embedding); None for other models."""
+    from jaxinterp.attribution.transformers import _vit_module
+
+    module = _vit_module(m)
+    if module is None:
+        return None
+    blocks = [(f"encoder_layer_{i}", [("encoder", "layers", f"encoder_layer_{i}")])
+              for i in reversed(range(module.num_layers))]
+    return [("head", [("heads",), ("encoder", "ln")]), *blocks,
+            ("conv_proj", [("conv_proj",), ("class_token",), ("encoder", "pos_embedding")])]
+
+
+def randomization_layers(m) -> list[str]:
+    """Names of the weight layers `cascading_randomization` re-initializes, from the top."""
+    groups = _vit_groups(m)
+    if groups is not None:
+        return [name for name, _ in groups]
+    if not hasattr(m, "specs"):
+        raise ValueError(f"cascading randomization needs jaxinterp's VGG or ViT; {m.arch} is "
+                         "neither")
+    return [s.alias or s.name for s in m.specs if s.kind in ("conv", "dense")][::-1]
 
 
 # --------------------------------------------------------------------------- faithfulness

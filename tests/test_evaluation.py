@@ -75,6 +75,28 @@ def test_cascading_randomization_changes_only_the_top_layers(default_model):
     np.testing.assert_array_equal(r.variables["batch_stats"]["features_22"]["var"], 1.0)
 
 
+def test_cascading_randomization_of_a_vit_goes_from_the_head_down():
+    m = ji.load_model("vit-mini", key=0)
+    names = ev.randomization_layers(m)
+    assert names == ["head", "encoder_layer_3", "encoder_layer_2", "encoder_layer_1",
+                     "encoder_layer_0", "conv_proj"]
+    p = m.variables["params"]
+    blocks = lambda v: v["encoder"]["layers"]  # noqa: E731
+    for depth in (2, 6):
+        q = ev.cascading_randomization(m, jax.random.key(5), depth).variables["params"]
+        new = lambda a, b: not np.allclose(a, b)  # noqa: E731
+        assert new(p["heads"]["head"]["kernel"], q["heads"]["head"]["kernel"])
+        assert new(blocks(p)["encoder_layer_3"]["mlp"]["0"]["kernel"],
+                   blocks(q)["encoder_layer_3"]["mlp"]["0"]["kernel"])
+        kept = blocks(p)["encoder_layer_2"]["mlp"]["0"]["kernel"], \
+            blocks(q)["encoder_layer_2"]["mlp"]["0"]["kernel"]
+        assert new(*kept) == (depth == 6)
+        assert new(p["conv_proj"]["kernel"], q["conv_proj"]["kernel"]) == (depth == 6)
+        assert new(p["encoder"]["pos_embedding"], q["encoder"]["pos_embedding"]) == (depth == 6)
+    with pytest.raises(ValueError, match="depth must be in 0..6"):
+        ev.cascading_randomization(m, jax.random.key(5), 7)
+
+
 # --- deletion / insertion (Petsiuk et al. 2018; eclique/RISE evaluation.py) ------------------
 
 def rise_gkern(klen, nsig):
