@@ -16,6 +16,8 @@ against SmoothGrad samples / IG steps, and peak memory with and without `batch_s
 
 The peers' slow methods (`--only peers`, scripts/bench_peers.py): Score-CAM against
 pytorch-grad-cam, KernelSHAP against Captum, XRAI against PAIR's `saliency`, VGG16 at 224².
+Vision transformers (`--only vit`, scripts/bench_vit.py): rollout, Chefer's CVPR / ICCV 2021
+relevance and AttnLRP / CP-LRP on ViT-B/16 at 4x224² against Chefer's code and LXT.
 Optimization (`--only optimize,style`, scripts/bench_optimize.py): PGD, DeepDream and feature
 inversion against the same algorithms written as PyTorch loops; texture synthesis and style
 transfer against the PyTorch tutorial's L-BFGS loop; dissection against a NetDissect-Lite-style
@@ -598,7 +600,7 @@ def machine() -> str:
             f"{__import__('captum').__version__}")
 
 
-SECTIONS = ("vgg-mini", "vgg16", "resnet50", "relevance", "peers", "runs", "optvis", "optimize", "style", "concepts", "scaling", "options",
+SECTIONS = ("vgg-mini", "vgg16", "resnet50", "relevance", "peers", "vit", "runs", "optvis", "optimize", "style", "concepts", "scaling", "options",
             "checks")
 
 
@@ -625,6 +627,13 @@ def tables(out: Path) -> str:
                                   f"**{r['speedup']:.2f}x**", f"{r['ours_first_s']:.1f}",
                                   f"{r['peer_first_s']:.1f}",
                                   "—" if r["max_rel_diff"] is None else f"{r['max_rel_diff']:.1e}"]),
+             "vit": (["model", "method", "reference", "N", "timed calls", "ours s/img",
+                      "reference s/img", "speed-up", "ours 1st call s", "reference 1st call s",
+                      "outputs' max difference / max"],
+                     lambda r: [r["arch"], r["method"], r["peer"], r["n"], r["reps"],
+                                f"{r['ours_s']:.2f}", f"{r['peer_s']:.2f}",
+                                f"**{r['speedup']:.2f}x**", f"{r['ours_first_s']:.1f}",
+                                f"{r['peer_first_s']:.1f}", f"{r['max_rel_diff']:.1e}"]),
              "options": (["model", "method", "N", "tuned ms/img", "XLA default ms/img", "speed-up"],
                          lambda r: [r["arch"], r["method"], r["n"], f"{r['tuned_s'] * 1e3:.1f}",
                                     f"{r['default_s'] * 1e3:.1f}", f"**{r['speedup']:.2f}x**"]),
@@ -740,6 +749,12 @@ def main():
             print("\n| model | method | peer | N | ours s/img | peer s/img | speed-up | "
                   "ours 1st call s |\n|---|---|---|---|---|---|---|---|", flush=True)
             result, name = {"rows": bench_peers(setup, args.quick)}, "peers"
+        elif section == "vit":
+            from bench_vit import bench_vit
+
+            print("\n| model | method | reference | N | ours s/img | reference s/img | speed-up | "
+                  "ours 1st call s | max diff |\n|---|---|---|---|---|---|---|---|---|", flush=True)
+            result, name = {"rows": bench_vit(args.quick)}, "vit"
         elif section == "optvis":
             result, name = bench_optvis(args.quick), "optvis"
         elif section == "optimize":

@@ -10,6 +10,8 @@ import types
 
 def import_lxt():
     """`(rules, patches)` modules of LXT's efficient implementation; ImportError if absent."""
+    if "lxt.efficient.rules" in sys.modules and "lxt.efficient.patches" in sys.modules:
+        return sys.modules["lxt.efficient.rules"], sys.modules["lxt.efficient.patches"]
     spec = importlib.util.find_spec("lxt")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("lxt is not installed (pip install --no-deps lxt)")

@@ -334,11 +334,9 @@ def jax_to_numpy(tree):
     return {k: jax_to_numpy(v) if isinstance(v, dict) else np.asarray(v) for k, v in tree.items()}
 
 
-def lxt_relevance(net, x_norm, index, composite):
-    """LXT's efficient AttnLRP ("attn_lrp") or CP-LRP ("cp_lrp") relevance at the normalized
-    input of one image, `[1, 3, H, W]`: LXT's own patch functions put on a copy of the twin
-    (instance by instance: LXT patches classes, which would reach every test), then its
-    Gradient*Input recipe: `(x * x.grad)` after `y[target].backward()`."""
+def lxt_patched(net, composite):
+    """A copy of the twin with LXT's own patch functions put on it, instance by instance (LXT
+    patches classes, which would reach every test): AttnLRP ("attn_lrp") or CP-LRP ("cp_lrp")."""
     import copy
     import types
 
@@ -359,7 +357,21 @@ def lxt_relevance(net, x_norm, index, composite):
             mha = blk.self_attention
             mha.original_forward = mha.forward
             mha.forward = types.MethodType(patches.cp_multi_head_attention_forward, mha)
+    return net
+
+
+def lxt_gradient_x_input(patched, x_norm, index):
+    """LXT's Gradient*Input recipe on a patched twin: `(x * x.grad)` after `y[target].backward()`
+    (a batch: the targets' sum), and the targets' logits."""
     x = x_norm.detach().clone().requires_grad_(True)
-    out = net(x)
-    out[0, index].backward()
-    return (x * x.grad).detach(), out[0, index].detach()
+    out = patched(x)
+    picked = out[torch.arange(len(out)), torch.as_tensor(index).reshape(-1)]
+    picked.sum().backward()
+    return (x * x.grad).detach(), picked.detach()
+
+
+def lxt_relevance(net, x_norm, index, composite):
+    """LXT's efficient AttnLRP ("attn_lrp") or CP-LRP ("cp_lrp") relevance at the normalized
+    input of one image, `[1, 3, H, W]`, and its target logit."""
+    r, logit = lxt_gradient_x_input(lxt_patched(net, composite), x_norm, index)
+    return r, logit[0]
