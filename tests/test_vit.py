@@ -330,3 +330,23 @@ def test_vit_mini_by_name_is_the_shipped_checkpoint_or_a_clear_error():
     b = ji.data.shapes(jax.random.key(1_000_003), 200, start=5000)  # held out, unseen here
     acc = float((np.asarray(m(b.images)[0]).argmax(-1) == np.asarray(b.labels)).mean())
     assert acc >= 0.95, acc
+
+
+def test_feature_visualization_of_vit_units(pair):
+    """A ViT takes its input size only: the render resizes to it after the transforms, and
+    takes the plain gradient (no ReLU to redirect). Channel = mean over tokens; neuron = a
+    token's unit."""
+    jm = pair[0]
+    unit = ji.objectives.channel("encoder/layers/encoder_layer_2/mlp/0", 5)
+    r = ji.visualize(jm, unit, steps=24, size=80, transforms=None)  # 80 -> resized to 64
+    scores = np.asarray(r.scores)[:, 0]
+    assert r.images.shape == (1, 80, 80, 3) and scores[-1] > scores[0] + 0.5
+    feats = jm(np.asarray(jax.image.resize(r.images, (1, 64, 64, 3), "linear")))[1]
+    np.testing.assert_allclose(  # the objective is the token mean of that unit
+        unit(feats), feats["encoder/layers/encoder_layer_2/mlp/0"][..., 5].mean(1), rtol=1e-6)
+    token = ji.objectives.neuron("encoder/layers/encoder_layer_1", 3, token=7)
+    np.testing.assert_allclose(token(feats), feats["encoder/layers/encoder_layer_1"][:, 7, 3])
+    middle = ji.objectives.neuron("encoder/layers/encoder_layer_1", 3)
+    np.testing.assert_allclose(middle(feats), feats["encoder/layers/encoder_layer_1"][:, 32, 3])
+    with pytest.raises(ji.rules.UnsupportedReLU, match="no ReLU"):
+        ji.visualize(jm, unit, steps=2, size=64, redirect_relu=True)

@@ -411,8 +411,9 @@ def register(sub) -> None:
     p.add_argument("--chunk", type=batch_size, default=16,
                    help="units rendered per compiled call (memory bound)")
     p.add_argument("--no-redirect-relu", dest="redirect_relu", action="store_false",
+                   default=None,
                    help="back-propagate the plain ReLU gradient (for models whose ReLUs cannot "
-                   "be redirected)")
+                   "be redirected; models without ReLUs, a ViT, take it anyway)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", required=True, help="PNG grid to write (one row per unit if batch>1)")
     p.add_argument("--force", action="store_true", help="overwrite --out")

@@ -250,14 +250,23 @@ def stack(objectives: Sequence[Objective]) -> Objective:
 def _neuron(a, n, y=None, x=None):
     if a.ndim == 2:
         return a[:, n]
+    if a.ndim == 3:  # tokens [N, T, D]: token `y` (default the middle one)
+        return a[:, a.shape[1] // 2 if y is None else y, n]
     y = a.shape[1] // 2 if y is None else y
     x = a.shape[2] // 2 if x is None else x
     return a[:, y, x, n]
 
 
+def _token_neuron(a, n, t):
+    if a.ndim != 3:
+        raise ValueError(f"neuron(token=...) reads a token layer [N, T, D]; this layer is "
+                         f"{list(a.shape)}: use y, x")
+    return a[:, t, n]
+
+
 def _channel(a, n):
-    a = a[..., n]
-    return a if a.ndim == 1 else a.mean((1, 2))
+    a = a[..., n]  # the mean over positions: pixels [N, H, W] or tokens [N, T]
+    return a if a.ndim == 1 else a.reshape(a.shape[0], -1).mean(1)
 
 
 def _deepdream(a):
@@ -302,24 +311,32 @@ def _total_variation(a):
 # ------------------------------------------------------------------------------------------
 # constructors
 
-def neuron(layer: str, channel: int, y: int | None = None, x: int | None = None) -> Unit:
+def neuron(layer: str, channel: int, y: int | None = None, x: int | None = None, *,
+           token: int | None = None) -> Unit:
     """One neuron: channel `channel` at position (y, x) of `layer` (the centre by default).
 
     Args:
       layer: layer name or alias.
       channel: the channel (or dense unit).
-      y, x: the position; None picks the centre `(H // 2, W // 2)` of the map.
+      y, x: the position; None picks the centre `(H // 2, W // 2)` of the map (on a token
+        layer `[N, T, D]`, a ViT block: the token `T // 2`).
+      token: on a token layer, the token (0: a ViT's class token); instead of y, x.
     Returns:
       An objective: the neuron's activation.
     """
     if (y is None) != (x is None):
         raise ValueError("neuron: give both y and x, or neither (the centre)")
+    if token is not None:
+        if y is not None:
+            raise ValueError("neuron: give token (a token layer) or y, x (a map), not both")
+        return Unit("neuron", _token_neuron, layer, (channel, token), index=0)
     args = (channel,) if y is None else (channel, y, x)
     return Unit("neuron", _neuron, layer, args, index=0)
 
 
 def channel(layer: str, n: int) -> Unit:
-    """The spatial mean of channel `n` of `layer` (a dense layer: unit `n`).
+    """The spatial mean of channel `n` of `layer` (a dense layer: unit `n`; a token layer
+    `[N, T, D]`: the mean over tokens).
 
     Args:
       layer: layer name or alias.

@@ -90,12 +90,18 @@ def _config(m, size, steps, param, decorrelate, sigmoid, transforms, batch, thre
     p = param_lib.image_param(param, size, decorrelate=decorrelate, sigmoid=sigmoid, sd=sd, **kw)
     transforms = tf_lib.resolve(transforms)
     out = tf_lib.output_size(transforms, p.size)
-    if min(out) < m.min_size:
+    fixed = tuple(m.input_size)
+    if min(fixed) <= m.min_size and out != fixed:  # a model taking one size only (a ViT)
+        transforms = (*transforms, tf_lib.resize(fixed))
+    elif min(out) < m.min_size:
         raise ValueError(f"size {p.size} becomes {out} after the transforms; {m.arch} needs at "
                          f"least {m.min_size}x{m.min_size}")
     if regularize is not None and not isinstance(p, param_lib.Pixel):
         raise ValueError("regularize= (Yosinski-style blur / clipping) acts on pixels: use "
                          "param='pixel'")
+    if redirect_relu is None:  # where the model has ReLUs
+        x = jax.ShapeDtypeStruct((1, *tf_lib.output_size(transforms, p.size), 3), jnp.float32)
+        redirect_relu = rules.count_relus(jax.make_jaxpr(lambda x: m(x, check=False)[0])(x)) > 0
     return _Config(p, transforms, batch, steps, thresholds, optimizer, regularize,
                    bool(redirect_relu))
 
@@ -105,7 +111,8 @@ def visualize(m, objective, *, size: int | tuple[int, int] = 128, steps: int = 5
               transforms: str | Sequence | None = "standard", batch: int = 1,
               thresholds: Sequence[int] | None = None, key: jax.Array | None = None,
               optimizer: optax.GradientTransformation | None = None, regularize=None,
-              sd: float = 0.01, decay_power: float = 1.0, redirect_relu: bool = True) -> Rendered:
+              sd: float = 0.01, decay_power: float = 1.0,
+              redirect_relu: bool | None = None) -> Rendered:
     """Optimizes images to maximize `objective` (Lucid's `render_vis`), as one compiled call.
 
     Args:
@@ -119,7 +126,8 @@ def visualize(m, objective, *, size: int | tuple[int, int] = 128, steps: int = 5
       sigmoid: map to [0, 1] with a sigmoid (else clip with a straight-through gradient).
       transforms: "standard" (Lucid's: pad 12, jitter 8, scale, rotate, jitter 4), "jitter",
         "none"/None, or a sequence of `ji.optvis.transforms` objects; each image in the batch
-        draws its own random transform every step.
+        draws its own random transform every step. A model that takes only its input size (a
+        ViT) gets a final `resize` to it.
       batch: images optimized together (with `diversity`, or for several random starts).
       thresholds: steps after which to keep a snapshot (default: the last step).
       key: PRNG key for the initialization and the transforms (default `jax.random.key(0)`).
@@ -129,7 +137,9 @@ def visualize(m, objective, *, size: int | tuple[int, int] = 128, steps: int = 5
       sd: standard deviation of the initial parameters.
       decay_power: the FFT spectrum's 1/f exponent.
       redirect_relu: back-propagate through the model's ReLUs with `ji.rules.redirected_relu`
-        (Lucid's default), so units that are off at the start still get a gradient.
+        (Lucid's default), so units that are off at the start still get a gradient. None (the
+        default): where the model has ReLUs (a ViT has none: the plain gradient); True on a
+        model without them raises.
     Returns:
       `Rendered(images, snapshots, scores, thresholds)`.
     """

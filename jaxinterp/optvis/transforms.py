@@ -48,6 +48,17 @@ class jitter:  # noqa: N801
         return jax.lax.dynamic_slice(image, (oy, ox, 0), (h - self.d, w - self.d, c))
 
 
+@dataclasses.dataclass(frozen=True)
+class resize:  # noqa: N801
+    """Resamples to `size` `(H, W)` (bilinear, antialiased when shrinking): the one input size
+    of a model that takes no other (a ViT; `ji.visualize` appends it for such models)."""
+
+    size: tuple
+
+    def __call__(self, key, image):
+        return jax.image.resize(image, (*self.size, image.shape[-1]), "linear")
+
+
 def _resample(image, matrix):
     """Bilinear resampling of `image` `[H, W, C]`: output pixel p reads input `c + matrix @ (p - c)`."""
     h, w, _ = image.shape
