@@ -69,7 +69,7 @@ def main(argv=None):
                     help="default docs/attribution_eval.json (vit-mini: attribution_eval_vit.json)")
     ap.add_argument("--only", default=None,
                     help="comma list: recompute these methods only, keep the others' numbers "
-                         "from --out (same --n / --rand-n)")
+                         "from --out (same --n / --rand-n; a new --out holds these only)")
     ap.add_argument("--skip-randomization", default="",
                     help="comma list: methods left out of the randomization check (their row "
                          "prints as '—'; for the methods that cost hundreds of passes per image)")
@@ -114,7 +114,7 @@ def main(argv=None):
             rho = ev.spearman(base[name], ev.heatmap(batched(f, mr, xr, yr)))
             results["randomization"].setdefault(name, []).append(float(rho.mean()))
 
-    names = list(methods(arch=args.model))
+    names = [n for n in methods(arch=args.model) if n in results["ground_truth"]]
     print(f"\nGround truth on {args.n} held-out shapes images (object covers {100 * area:.1f}% "
           "of pixels on average):\n")
     print("| method | pointing game | attribution mass inside the object | deletion AUC "

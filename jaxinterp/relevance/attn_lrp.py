@@ -136,7 +136,8 @@ def make_rule(g: Graph, mode: str, captured: dict):
 
     def rule(g, u, env, cts):
         if u.kind == "region":
-            if set(u.nodes) <= s.softmax_exps or not smooth(g, u) and u.inputs[0] not in g.x_ids:
+            # a softmax's exp (with any casts before it): the softmax keeps its gradient
+            if set(u.nodes) & s.softmax_exps or not smooth(g, u) and u.inputs[0] not in g.x_ids:
                 return engine.plain(g, u, env, cts)
             if len(u.outputs) != 1 or g.avals[u.outputs[0]].shape != g.avals[u.inputs[0]].shape:
                 raise engine.UnsupportedPrimitive(
