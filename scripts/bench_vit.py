@@ -51,9 +51,24 @@ def _pairs(jm, tm, x, t):
     def ours_map(f, **kw):
         return lambda: np.asarray(f(jm, x, t, upsample=False, **kw))
 
+    def rollout_reference():  # Chefer's `generate_rollout`: a forward pass per image, no backward
+        from torch_vit import compute_rollout_attention
+
+        out = []
+        records = tm.net.recording(True)
+        try:
+            for i in range(len(x)):
+                with torch.no_grad():
+                    tm(xt[i:i + 1])
+                mats = [rec["a"].sum(dim=1) / rec["a"].shape[1] for rec in records]
+                out.append(compute_rollout_attention(mats)[0, 0, 1:].numpy().reshape(grid, grid))
+        finally:
+            tm.net.recording(False)
+        return np.stack(out)
+
     pairs = {
         "attention_rollout": (lambda: np.asarray(ji.attention_rollout(jm, x, upsample=False)),
-                              chefer_all("rollout"), "Chefer's rollout (transcribed)"),
+                              rollout_reference, "Chefer's rollout (transcribed, forward only)"),
         "transformer_attribution (CVPR 2021)": (
             ours_map(ji.transformer_attribution), chefer_all("transformer_attribution"),
             "Chefer's ViT_explanation_generator (transcribed)"),
