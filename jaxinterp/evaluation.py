@@ -67,11 +67,15 @@ def cascading_randomization(m, key: jax.Array, depth: int):
     from jaxinterp import model as model_lib
     from jaxinterp.models.vgg import param_name
 
+    def fresh_model():  # the same architecture and config, new weights
+        return model_lib.init_model(m.arch, key, num_classes=m.num_classes,
+                                    **{k: v for k, v in m.meta.config if k != "num_classes"})
+
     groups = _vit_groups(m)
     if groups is not None:
         if not 0 <= depth <= len(groups):
             raise ValueError(f"depth must be in 0..{len(groups)} for {m.arch}, got {depth}")
-        fresh = model_lib.init_model(m.arch, key, num_classes=m.num_classes)
+        fresh = fresh_model()
         params = jax.tree_util.tree_map(lambda a: a, m.variables["params"])
         for _, paths in groups[:depth]:
             for path in paths:
@@ -84,8 +88,7 @@ def cascading_randomization(m, key: jax.Array, depth: int):
         raise ValueError(f"cascading randomization follows jaxinterp VGG's layer list; {m.arch} "
                          "has none: re-initialize its top layers with your own init and "
                          "m.with_variables(...)")
-    fresh = model_lib.init_model(m.arch, key, num_classes=m.num_classes,
-                                 **{k: v for k, v in m.meta.config if k != "num_classes"})
+    fresh = fresh_model()
     weighted = [s for s in m.specs if s.kind in ("conv", "dense")][::-1][:depth]
     variables = {c: dict(d) for c, d in m.variables.items()}  # replace layers, share the rest
     names = [s.name for s in m.specs]

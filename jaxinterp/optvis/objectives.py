@@ -250,8 +250,11 @@ def stack(objectives: Sequence[Objective]) -> Objective:
 def _neuron(a, n, y=None, x=None):
     if a.ndim == 2:
         return a[:, n]
-    if a.ndim == 3:  # tokens [N, T, D]: token `y` (default the middle one)
-        return a[:, a.shape[1] // 2 if y is None else y, n]
+    if a.ndim == 3:  # tokens [N, T, D]: the middle token (neuron(token=...) picks another)
+        if y is not None:
+            raise ValueError("neuron: this layer holds tokens [N, T, D]; pick one with token=, "
+                             "not y, x")
+        return a[:, a.shape[1] // 2, n]
     y = a.shape[1] // 2 if y is None else y
     x = a.shape[2] // 2 if x is None else x
     return a[:, y, x, n]
