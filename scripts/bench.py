@@ -601,7 +601,7 @@ def machine() -> str:
 
 
 SECTIONS = ("vgg-mini", "vgg16", "resnet50", "relevance", "peers", "vit", "runs", "optvis", "optimize", "style", "concepts", "scaling", "options",
-            "checks")
+            "checks", "cli")
 
 
 def _peer_head(peer: str) -> list[str]:
@@ -666,6 +666,11 @@ def tables(out: Path) -> str:
                                  f"{r['pipeline_ips']:.1f}", f"{r['preloaded_ips']:.1f}",
                                  f"{100 * r['busy']:.0f} %", f"{r['captum_ips']:.1f}",
                                  f"**{r['speedup']:.2f}x**"]),
+             "cli": (["whole process", "cache off s", "first run s (empty cache)",
+                      "second run s (cache warm)", "second / first", "imports alone s"],
+                     lambda r: [r["command"], f"{r['no_cache']:.1f}", f"{r['first']:.1f}",
+                                f"{r['second']:.1f}", f"**{100 * r['second_over_first']:.0f} %**",
+                                f"{r['imports']:.1f}"]),
              "checks": (["model", "N", "jit(m(x)) with checks ms", "without ms", "overhead"],
                         lambda r: [r["arch"], r["n"], f"{r['checked_s'] * 1e3:.2f}",
                                    f"{r['unchecked_s'] * 1e3:.2f}", f"{100 * r['overhead']:.1f} %"])}
@@ -778,6 +783,10 @@ def main():
             plot_scaling(result, out / "scaling.png")
         elif section == "options":
             result, name = {"rows": bench_options(reps)}, "options"
+        elif section == "cli":
+            from bench_cli import bench_cli
+
+            result, name = {"rows": bench_cli(setup, args.quick)}, "cli"
         else:
             result, name = {"rows": bench_checks(reps)}, "checks"
         result = {**head, **result, "seconds": time.time() - t0}

@@ -453,6 +453,9 @@ def cli(monkeypatch, capsys):
     (["tcav", "--concept", "shape:star", "--target", "star", "--alpha", "2"], "in (0, 1)"),
     (["dissect", "--quantile", "1", "--out", "o"], "in (0, 1)"),
     (["dissect", "--iou-threshold", "1.5", "--out", "o"], "at most 1"),
+    (["evaluate", "--metric-option", "sparseness.bogus=1", "--out", "o"],
+     "sparseness has no option 'bogus'"),
+    (["evaluate", "--metric-option", "sparseness", "--out", "o"], "expected METRIC.OPTION=VALUE"),
     (["texture", "s.png", "--snapshots", "1000", "--out", "o"], "at most 20"),
     (["dream", "--octave-scale", "0.5", "--out", "o"], ">= 1"),
     (["predict", "--batch", "100000"], "at most 4096"),
@@ -620,7 +623,8 @@ def test_evaluate_writes_the_leaderboard_of_direct_metric_calls(tmp_path):
     out = tmp_path / "ev"
     r = jaxinterp("evaluate", "--methods", "saliency,grad_cam", "--samples", "6", "--batch", "4",
                   "--metrics", "relevance_rank_accuracy,sparseness,faithfulness_correlation",
-                  "--metric-samples", "10", "--out", str(out))
+                  "--metric-samples", "10", "--metric-option", "sparseness.abs=False",
+                  "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     board = json.loads((out / "leaderboard.json").read_text())
     assert [row["method"] for row in board["rows"]] == ["saliency", "grad_cam"]
@@ -629,13 +633,20 @@ def test_evaluate_writes_the_leaderboard_of_direct_metric_calls(tmp_path):
     cam = np.concatenate([ji.grad_cam(m, b.images[s], b.labels[s])
                           for s in (slice(0, 4), slice(4, 6))])
     row = board["rows"][1]["scores"]
-    want = ji.metrics.sparseness(m, b.images, b.labels, cam)
+    want = ji.metrics.sparseness(m, b.images, b.labels, cam, abs=False)
     np.testing.assert_allclose(row["sparseness"]["mean"], want.mean(), rtol=1e-5)
     np.testing.assert_allclose(row["sparseness"]["ci95"],
                                1.96 * want.std(ddof=1) / np.sqrt(6), rtol=1e-4)
     # localisation sees |attributions| (saliency is signed: abs matters there)
     sal = np.concatenate([ji.saliency(m, b.images[s], b.labels[s])
                           for s in (slice(0, 4), slice(4, 6))])
+    # --metric-option reached the call: saliency's signed sparseness differs from its default
+    signed = ji.metrics.sparseness(m, b.images, b.labels, sal, abs=False)
+    assert not np.allclose(signed, ji.metrics.sparseness(m, b.images, b.labels, sal))
+    np.testing.assert_allclose(board["rows"][0]["scores"]["sparseness"]["mean"], signed.mean(),
+                               rtol=1e-5)
+    assert json.loads((out / "run.json").read_text())["metric_options"] == {
+        "sparseness": {"abs": "False"}}
     rank = ji.metrics.relevance_rank_accuracy(m, b.images, b.labels, sal, b.mask, abs=True)
     assert not np.allclose(rank, ji.metrics.relevance_rank_accuracy(m, b.images, b.labels, sal,
                                                                     b.mask))

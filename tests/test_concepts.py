@@ -3,6 +3,7 @@
 import importlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -80,6 +81,59 @@ def test_threshold_and_iou_equal_netdissect_lite(default_model, dissected):
     # the peer end to end: PIL's resize and np.quantile's thresholds (relu1_1 is not resized)
     pil = lite_ious(m, d, ["relu4_2"], 200, t, resize="pil")["relu4_2"]
     np.testing.assert_allclose(r["relu4_2"].ious, pil, atol=2e-3)  # jax.image vs PIL
+
+
+@pytest.mark.parametrize("h,size", [(8, 64), (16, 48), (5, 15), (6, 64)])
+def test_sparse_tallies_equal_the_dense_upsampling(h, size):
+    """The live-cell gather equals upsampling every map, at even, odd and non-integer scales,
+    with several concepts in one image's label group and images without labels."""
+    from jaxinterp.concepts.dissection import _cells, _overlap, _slots, upsample
+
+    rng = np.random.default_rng(0)
+    n, units = 5, 7
+    a = jnp.asarray(rng.standard_normal((n, h, h, units)), jnp.float32) ** 2
+    t = jnp.asarray(np.quantile(np.asarray(a).reshape(-1, units), 0.9, axis=0), jnp.float32)
+    groups = np.stack([rng.integers(-1, 8, (n, size, size)),        # 8 shapes, many per image
+                       np.where(rng.random((n, size, size)) < 0.5, 9, -1),  # one colour
+                       np.full((n, size, size), -1)], 1).astype(np.int32)   # no texture
+    groups[0] = -1  # an unlabelled image
+    slots, slot_groups, counts = _slots(groups)
+    assert slot_groups.count(0) == 8 and slot_groups.count(2) == 0
+    assert (slots[0] == -1).all() and counts[0].sum() == 0
+    dense, sparse = (jax.jit(lambda a, t, mode=mode: _overlap(
+        a, jnp.asarray(groups), jnp.asarray(slots), slot_groups, t, mode=mode))(a, t)
+        for mode in ("dense", "sparse"))
+    for d, s in zip(dense, sparse):
+        np.testing.assert_array_equal(d, s)
+    # and the dense tallies are the upsampled masks' (the peer's bincounts)
+    up = np.asarray(upsample(a, (size, size)))
+    mask = (up > np.asarray(t)) & (np.asarray(a).max((1, 2)) > np.asarray(t))[:, None, None]
+    np.testing.assert_array_equal(dense[0], mask.sum((1, 2)))
+    for j, (g, c) in enumerate(zip(slot_groups, slots.T)):
+        on = (groups[:, g] == c[:, None, None]) & (c >= 0)[:, None, None]
+        np.testing.assert_array_equal(dense[1][:, :, j], (mask & on[..., None]).sum((1, 2)))
+    integer = size % h == 0
+    assert (_cells(h, size)[2] is not None) == integer
+    # upsample is bilinear with half-pixel centres and clamped edges (PIL's reading)
+    ref = np.asarray(jax.image.resize(a, (n, size, size, units), "bilinear"))
+    np.testing.assert_allclose(up, ref, rtol=0, atol=1e-5)
+
+
+def test_running_top_is_exact_whatever_the_order():
+    """The buffered top-k equals np.partition of everything, for batches in rising order (every
+    batch above the floor), falling order and with ties."""
+    from jaxinterp.concepts.dissection import _RunningTop
+
+    rng = np.random.default_rng(1)
+    data = [rng.standard_normal((40, 3)).astype(np.float32) for _ in range(12)]
+    data[3][:, 1] = data[3][0, 1]  # ties
+    for order in (data, sorted(data, key=lambda b: b.mean()), sorted(data, key=lambda b: -b.mean())):
+        top = _RunningTop(57, 3)
+        for b in order:
+            top.add(b.reshape(4, 10, 3))
+        got = np.sort(top.values(), 0)
+        want = np.sort(np.concatenate(order), 0)[-57:]
+        np.testing.assert_array_equal(got, want)
 
 
 def test_top_activating_ranks_images_and_patches_hold_the_receptive_field(default_model, unseen):

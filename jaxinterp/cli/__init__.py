@@ -51,6 +51,9 @@ FAMILIES = (models, attribution, evaluate, runs, concepts, optimization, text)
 def build_parser() -> argparse.ArgumentParser:
     ap = Parser(prog="jaxinterp", description="Interpretability for JAX / Flax models.")
     ap.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="do not use JAX's persistent compilation cache ($JAXINTERP_CACHE, "
+                    "default ~/.cache/jaxinterp/xla; JAXINTERP_CACHE=off also disables it)")
     sub = ap.add_subparsers(dest="command", required=True)
     for family in FAMILIES:
         family.register(sub)
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.failed = []
     _interrupt.received = None
-    enable_compilation_cache()
+    enable_compilation_cache(not args.no_cache)
     previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     show_warning, warnings.showwarning = warnings.showwarning, one_line_warning
     interrupted = False

@@ -84,16 +84,31 @@ class busy:
         return False
 
 
-def enable_compilation_cache() -> None:
-    """Turns on JAX's persistent compilation cache so repeated commands skip compiling."""
+CACHE_OFF = ("", "0", "off", "none", "false")
+
+
+def enable_compilation_cache(enabled: bool = True) -> str | None:
+    """Turns on JAX's persistent compilation cache so repeated commands skip compiling.
+
+    Args:
+      enabled: False (the CLI's `--no-cache`) leaves it off.
+    Returns:
+      The cache directory (`$JAXINTERP_CACHE`, default `~/.cache/jaxinterp/xla`), or None when
+      off (`--no-cache`, or `JAXINTERP_CACHE` set to "", 0, off, none or false).
+    """
     import jax
 
     path = os.environ.get("JAXINTERP_CACHE", str(Path.home() / ".cache" / "jaxinterp" / "xla"))
+    if not enabled or path.strip().lower() in CACHE_OFF:
+        return None
     try:
         jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        # every program: a command compiles dozens of small ones, each under JAX's 1 s default
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     except Exception:  # noqa: BLE001 — a cache is an optimization, never a failure
-        pass
+        return None
+    return path
 
 
 def _batches(args, m, batch: int, size: tuple[int, int] | None = None):

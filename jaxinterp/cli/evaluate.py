@@ -13,7 +13,8 @@ import argparse
 from .common import (_run_dir_command, _stop_if_interrupted, batch_size, method_list,
                      nonnegative_int, positive_int, progress)
 
-__all__ = ["cmd_evaluate", "metric_kind", "metric_list", "register", "summarise"]
+__all__ = ["cmd_evaluate", "metric_kind", "metric_list", "metric_option", "register",
+           "summarise"]
 
 
 def metric_list(text: str) -> list[str]:
@@ -38,6 +39,35 @@ def metric_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("no metric given")
     return list(dict.fromkeys(names))
+
+
+def metric_option(text: str) -> tuple[str, str, object]:
+    """argparse type of `--metric-option`: `METRIC.OPTION=VALUE`, the value read as a Python
+    literal (a number, True / False / None, a tuple) or else as a string."""
+    import ast
+    import inspect
+
+    from jaxinterp import metrics
+    from jaxinterp.metrics import FAMILIES
+
+    target, sep, value = text.partition("=")
+    metric, dot, option = target.strip().partition(".")
+    if not sep or not dot or not option:
+        raise argparse.ArgumentTypeError(f"expected METRIC.OPTION=VALUE, got {text!r}")
+    known = [n for names in FAMILIES.values() for n in names]
+    if metric not in known:
+        raise argparse.ArgumentTypeError(f"unknown metric {metric!r}; valid: {', '.join(known)}")
+    params = inspect.signature(getattr(metrics, metric)).parameters
+    settable = [k for k, v in params.items() if v.default is not inspect.Parameter.empty
+                and k != "key"]
+    if option not in settable:
+        raise argparse.ArgumentTypeError(f"{metric} has no option {option!r}; valid: "
+                                         f"{', '.join(settable)}")
+    try:
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        parsed = value.strip()
+    return metric, option, parsed
 
 
 def metric_kind(name: str) -> str:
@@ -105,6 +135,12 @@ def cmd_evaluate(args) -> int:
             raise ValueError("; ".join(skipped.values()))
         methods = [meth for meth in methods if meth.name not in skipped]
         chosen = args.metrics
+        options = {}
+        for metric, option, value in args.metric_option:
+            if metric not in chosen:
+                raise ValueError(f"--metric-option {metric}.{option}: {metric} is not among "
+                                 f"--metrics")
+            options.setdefault(metric, {})[option] = value
         kinds = {k: metric_kind(k) for k in chosen}
         scores = {meth.name: {k: [] for k in chosen} for meth in methods}
         seconds = {meth.name: {k: 0.0 for k in chosen} for meth in methods}
@@ -113,12 +149,16 @@ def cmd_evaluate(args) -> int:
         chunks = list(range(0, args.samples, args.batch))
         steps = iter(progress(range(len(methods) * len(chosen) * len(chunks)), desc="evaluate",
                               unit="score"))
-        for c, start in enumerate(chunks):
+        order = list(registry.METHODS)
+        for start in chunks:
             n = min(args.batch, args.samples - start)
-            b = ji.data.shapes(jax.random.key(args.seed), n, start=start, size=m.input_size[0])
+            b = ji.data.shapes(jax.random.key(args.seed), n, start=args.start + start,
+                               size=m.input_size[0])
             x, y, mask = b.images, b.labels, b.mask
-            for i, meth in enumerate(methods):
-                mkey = jax.random.fold_in(jax.random.fold_in(key, c), i)
+            for meth in methods:
+                # draws depend on the images and the method, not on what else runs with them
+                mkey = jax.random.fold_in(jax.random.fold_in(key, args.start + start),
+                                          order.index(meth.name))
 
                 def method(m, x, t, meth=meth, mkey=mkey):
                     return meth(m, x, t, key=mkey)
@@ -137,6 +177,7 @@ def cmd_evaluate(args) -> int:
                         kw["abs"] = True  # a signed map's negative part would cancel its mass
                     if args.metric_samples is not None:
                         kw.update({o: args.metric_samples for o in WORK_OPTIONS if o in params})
+                    kw.update(options.get(k, {}))
                     arg = method if kinds[k] == "method" else attributions
                     extra = (mask,) if kinds[k] == "mask" else ()
                     t0 = time.perf_counter()
@@ -171,9 +212,12 @@ def cmd_evaluate(args) -> int:
                 f"{v:>14.4g}" if v is not None else f"{'—':>14}" for v in cells))
         for name, why in skipped.items():
             print(f"skipped {name}: {why}")
-        record = {"samples": args.samples, "seed": args.seed, "key": args.key,
+        record = {"samples": args.samples, "start": args.start, "seed": args.seed,
+                  "key": args.key,
                   "methods": [meth.name for meth in methods], "metrics": chosen,
-                  "metric_samples": args.metric_samples, "skipped": skipped}
+                  "metric_samples": args.metric_samples,
+                  "metric_options": {k: {o: repr(v) for o, v in opts.items()}
+                                     for k, opts in options.items()}, "skipped": skipped}
         return record, f"scored {len(methods)} methods x {len(chosen)} metrics on " \
                        f"{args.samples} images; wrote"
 
@@ -197,12 +241,19 @@ def register(sub) -> None:
     p.add_argument("--samples", type=positive_int, default=16, help="shapes images scored")
     p.add_argument("--seed", type=nonnegative_int, default=1000003,
                    help="seed of the shapes images (default: the held-out seed)")
+    p.add_argument("--start", type=nonnegative_int, default=0,
+                   help="index of the first shapes image (score images start … start+samples-1; "
+                   "parts of one data set can run separately and be merged)")
     p.add_argument("--batch", type=batch_size, default=16, help="images per call")
     p.add_argument("--key", type=nonnegative_int, default=0,
                    help="seed of the methods' and metrics' random draws")
     p.add_argument("--metric-samples", type=positive_int, default=None,
                    help="perturbations / runs per image for the metrics that draw them "
                    "(default: Quantus' own, e.g. 100 runs of faithfulness correlation)")
+    p.add_argument("--metric-option", type=metric_option, action="append", default=[],
+                   metavar="METRIC.OPTION=VALUE",
+                   help="a metric's keyword argument, repeatable, e.g. "
+                   "pixel_flipping.features_in_step=192 (applied after --metric-samples)")
     p.add_argument("--out", required=True, help="output directory (see --force)")
     p.add_argument("--force", action="store_true",
                    help="replace a previous jaxinterp output at --out (never other files)")

@@ -37,6 +37,17 @@ def concept_maps(batch) -> jax.Array:
     return jnp.concatenate([shape, color, texture], -1)
 
 
+def label_groups(batch) -> jax.Array:
+    """Pixel labels as NetDissect's label groups, int32 `[N, len(CATEGORIES), H, W]`: each
+    pixel's concept (its index in `CONCEPTS`) in each category, -1 where unlabelled."""
+    require_labels(batch)
+    n_shape, n_color = len(shapes_lib.CLASSES), len(shapes_lib.COLOR_NAMES)
+    shape = jnp.where(batch.mask, batch.labels[:, None, None], -1)
+    color = jnp.where(batch.color_map >= 0, n_shape + batch.color_map, -1)
+    texture = jnp.where(batch.texture_map >= 0, n_shape + n_color + batch.texture_map, -1)
+    return jnp.stack([shape, color, texture], 1).astype(jnp.int32)
+
+
 def batches(data: Any, batch_size: int | None = None) -> Callable[[], Iterator]:
     """A factory of fresh iterators over `data`'s batches (several passes need several iterators).
 

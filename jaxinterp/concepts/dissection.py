@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxinterp._xla import tuned_jit
 from jaxinterp.checks import check_count, check_real
-from jaxinterp.concepts.data import (CATEGORIES, CONCEPTS, batches, concept_maps, images_of,
+from jaxinterp.concepts.data import (CATEGORIES, CONCEPTS, batches, images_of, label_groups,
                                      layer_output, require_labels)
 
 
@@ -48,11 +48,56 @@ class Dissection(NamedTuple):
     ious: np.ndarray
 
 
-def _top_update(top: np.ndarray, acts: np.ndarray, k: int) -> np.ndarray:
-    """The k largest values per unit (column) of `top` and a batch's activations `[..., units]`
-    (NumPy's introselect on the host: linear time, where XLA:CPU's top_k sorts)."""
-    cand = np.concatenate([top, acts.reshape(-1, acts.shape[-1])])
-    return cand if len(cand) <= k else np.partition(cand, len(cand) - k, axis=0)[-k:]
+class _RunningTop:
+    """The k largest values of every unit (column) seen so far, exact, in amortized linear time.
+
+    Values at most the current k-th largest (`floor`) can never enter the top k, so a batch only
+    hands over the few above it; they wait in a buffer, merged by NumPy's introselect once the
+    buffer is as large as the top itself (XLA:CPU's top_k sorts)."""
+
+    def __init__(self, k: int, units: int):
+        self.k, self.units = k, units
+        self.top = np.zeros((0, units), np.float32)
+        self.floor = None  # [units] the k-th largest so far, once k values were seen
+        self.cols: list[np.ndarray] = []
+        self.vals: list[np.ndarray] = []
+        self.pending = 0
+
+    def add(self, acts: np.ndarray) -> None:
+        """Takes a batch's activations `[..., units]`."""
+        a = acts.reshape(-1, self.units)
+        if self.floor is None:
+            cand = np.concatenate([self.top, a])
+            if len(cand) > self.k:
+                cand = np.partition(cand, len(cand) - self.k, axis=0)[-self.k:]
+                self.floor = cand.min(0)
+            self.top = cand
+            return
+        rows, cols = np.nonzero(a > self.floor)
+        if len(rows):
+            self.cols.append(cols)
+            self.vals.append(a[rows, cols])
+            self.pending += len(rows)
+            if self.pending >= self.top.size:
+                self._merge()
+
+    def _merge(self) -> None:
+        if not self.pending:
+            return
+        cols, vals = np.concatenate(self.cols), np.concatenate(self.vals)
+        order = np.argsort(cols, kind="stable")
+        cols, vals = cols[order], vals[order]
+        bounds = np.searchsorted(cols, np.arange(self.units + 1))
+        for u in np.flatnonzero(np.diff(bounds)):
+            cand = np.concatenate([self.top[:, u], vals[bounds[u]:bounds[u + 1]]])
+            self.top[:, u] = np.partition(cand, len(cand) - self.k)[-self.k:]
+        self.floor = self.top.min(0)
+        self.cols, self.vals, self.pending = [], [], 0
+
+    def values(self) -> np.ndarray:
+        """The k largest values per unit `[k, units]` (fewer rows if fewer were seen), unordered."""
+        self._merge()
+        return self.top
 
 
 @tuned_jit(static_argnames=("names",))
@@ -61,16 +106,45 @@ def _outputs(m, x, names):
     return tuple(feats[n] for n in names)
 
 
-@tuned_jit(static_argnames=("names",))
-def _overlaps(m, x, labels, thresholds, names):
+@tuned_jit(static_argnames=("names", "slot_groups"))
+def _overlaps(m, x, labels, slots, thresholds, names, slot_groups):
     feats = m(x, check=False)[1]
-    return tuple(_overlap(feats[n], labels, t) for n, t in zip(names, thresholds))
+    return tuple(_overlap(feats[n], labels, slots, slot_groups, t)
+                 for n, t in zip(names, thresholds))
+
+
+def _cells(n_in: int, n_out: int):
+    """Bilinear upsampling `n_in -> n_out` (half-pixel centres, edges clamped) on the map padded
+    by one edge value at each end: per output pixel the padded index of its lower source sample
+    and its two weights `[2, n_out]` (float32); and, when the pixels fall in `n_in + 1` cells of
+    s pixels whose weights repeat from cell to cell (an integer scale s), the offset of pixel 0
+    in that grid and one cell's weights `[2, s]` (else None, None)."""
+    y = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    lower = np.floor(y)
+    w = np.stack([1.0 - (y - lower), y - lower]).astype(np.float32)
+    idx = (lower + 1).astype(np.int32)
+    s = n_out // n_in
+    if s * n_in != n_out:
+        return idx, w, None, None
+    # pixels per cell: idx == k for s consecutive pixels, fewer in the two edge cells
+    first = int(np.sum(idx == 0))
+    offset = s - first
+    virtual = np.arange(n_out) + offset
+    cell = np.zeros((2, s), np.float32)
+    cell[:, virtual % s] = w
+    if not (np.array_equal(virtual // s, idx) and np.array_equal(cell[:, virtual % s], w)):
+        return idx, w, None, None
+    return idx, w, offset, cell
 
 
 def upsample(a: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """Activation maps `[N, h, w, units]` resized bilinearly to the label size `(H, W)` (the
-    peer's `imresize(..., mode='F')`)."""
-    return jax.image.resize(a, (a.shape[0], *size, a.shape[-1]), "bilinear")
+    """Activation maps `[N, h, w, units]` resized bilinearly to the label size `(H, W)`
+    (half-pixel centres and clamped edges: the peer's `imresize(..., mode='F')`, PIL's
+    bilinear, up to rounding). Rows are interpolated first, then columns."""
+    (iy, wy, _, _), (ix, wx, _, _) = _cells(a.shape[1], size[0]), _cells(a.shape[2], size[1])
+    p = jnp.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    rows = wy[0][:, None, None] * p[:, iy] + wy[1][:, None, None] * p[:, iy + 1]
+    return wx[0][:, None] * rows[:, :, ix] + wx[1][:, None] * rows[:, :, ix + 1]
 
 
 def label_categories() -> np.ndarray:
@@ -79,25 +153,89 @@ def label_categories() -> np.ndarray:
     return np.array([[cat == c for c in CATEGORIES] for _, cat in CONCEPTS], np.float32)
 
 
-def _overlap(a, labels, threshold):
-    """One batch's tallies (NetDissect-Lite's `tally_job`): intersections `[units, concepts]`,
-    each unit's mask pixels on the images where its mask overlaps some label of a category
-    `[units, categories]`, and each concept's pixels `[concepts]`."""
-    n, h, w = labels.shape[:3]
-    # the peer thresholds a map only when its maximum passes (a no-op up to rounding)
-    live = a.max((1, 2), keepdims=True) > threshold
-    mask = ((upsample(a, (h, w)) > threshold) & live).astype(jnp.float32)  # [n, h, w, units]
-    lab = labels.astype(jnp.float32)  # [n, h, w, concepts]
-    contract = (((0,), (0,)), ((), ()))  # as a 2-D product: the 4-D einsum is 5x slower on CPU
-    inter = jax.lax.dot_general(mask.reshape(-1, mask.shape[-1]), lab.reshape(-1, lab.shape[-1]),
-                                contract)
-    # per image: does the mask touch any label of each category (tally_cat > 0)
-    cat = (lab @ jnp.asarray(label_categories()) > 0).astype(jnp.float32)  # [n, h, w, cats]
-    touch = jax.lax.dot_general(mask.reshape(n, -1, mask.shape[-1]),
-                                cat.reshape(n, -1, cat.shape[-1]),
-                                (((1,), (1,)), ((0,), (0,)))) > 0  # [n, units, categories]
-    unit_cat = (mask.sum((1, 2))[..., None] * touch).sum(0)
-    return inter, unit_cat, lab.sum((0, 1, 2))
+def _overlap(a, labels, slots, slot_groups, threshold, mode="auto"):
+    """One batch's per-image tallies (NetDissect-Lite's `tally_job` before its sums): each
+    unit's mask pixels `[n, units]` and their overlap with each label slot `[n, units, slots]`
+    (a slot: one concept present in the image, in one label group).
+
+    A unit's mask lies where its upsampled map passes the threshold. A bilinear pixel is a
+    convex combination of its cell's four samples, so only cells whose largest sample passes
+    can hold mask pixels: with an integer scale those few cells are gathered and upsampled
+    alone (the bulk of an upsampled map is never formed), with a dense fallback for a batch
+    with more live cells than the gather's static capacity, or a non-integer scale (`mode`
+    "sparse" / "dense" forces one, for tests)."""
+    n, h, w, units = a.shape
+    H, W = labels.shape[2:]
+    slot_groups = np.asarray(slot_groups, np.int32)
+    slot_maps = ((labels[:, slot_groups] == slots[:, :, None, None])
+                 & (slots >= 0)[:, :, None, None])  # [n, S, H, W]
+
+    def dense():
+        # the peer thresholds a map only when its maximum passes (a no-op up to rounding)
+        live = a.max((1, 2), keepdims=True) > threshold
+        up = a if (h, w) == (H, W) else upsample(a, (H, W))
+        mask = (up > threshold) & live  # [n, H, W, units]
+        size = mask.sum((1, 2), dtype=jnp.float32)
+        over = (mask[:, None] & slot_maps[..., None]).sum((2, 3), dtype=jnp.float32)
+        return size, jnp.swapaxes(over, 1, 2)
+
+    (_, _, oy, wy_cell), (_, _, ox, wx_cell) = _cells(h, H), _cells(w, W)
+    if (h, w) == (H, W) or oy is None or ox is None or mode == "dense":
+        return dense()
+    sy, sx = H // h, W // w
+    p = jnp.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")  # [n, h+2, w+2, units]
+    corners = jnp.stack([p[:, :-1, :-1], p[:, 1:, :-1], p[:, :-1, 1:], p[:, 1:, 1:]])
+    live = corners.max(0) > threshold  # [n, h+1, w+1, units]
+    cap = max(4096, live.size // 16)
+    # pixels of the virtual grid of (h+1) x (w+1) cells that are in the image, and the slots
+    pad = ((oy, (h + 1) * sy - H - oy), (ox, (w + 1) * sx - W - ox))
+    inside = np.pad(np.ones((H, W), bool), pad).reshape(h + 1, sy, w + 1, sx)
+    cell_maps = jnp.pad(slot_maps, ((0, 0), (0, 0), *pad)).reshape(
+        n, -1, h + 1, sy, w + 1, sx)
+
+    def sparse():
+        ni, cy, cx, u = jnp.nonzero(live, size=cap, fill_value=0)
+        used = jnp.arange(cap) < live.sum()
+        c = corners[:, ni, cy, cx, u]  # [4, cap]: (top-left, bottom-left, top-right, bottom-right)
+        left = wy_cell[0][None, :] * c[0][:, None] + wy_cell[1][None, :] * c[1][:, None]
+        right = wy_cell[0][None, :] * c[2][:, None] + wy_cell[1][None, :] * c[3][:, None]
+        vals = wx_cell[0] * left[..., None] + wx_cell[1] * right[..., None]  # [cap, sy, sx]
+        mask = (vals > threshold[u][:, None, None]) & jnp.asarray(inside)[cy, :, cx, :]
+        mask = mask & used[:, None, None]
+        patch = cell_maps[ni, :, cy, :, cx, :]  # [cap, S, sy, sx]
+        over = (mask[:, None] & patch).sum((2, 3), dtype=jnp.float32)
+        size = jnp.zeros((n, units), jnp.float32).at[ni, u].add(mask.sum((1, 2), dtype=jnp.float32))
+        over = jnp.zeros((n, units, slots.shape[1]), jnp.float32).at[ni, u].add(over)
+        return size, over
+
+    if mode != "auto":
+        return sparse() if mode == "sparse" else dense()
+    return jax.lax.cond(live.sum() <= cap, sparse, dense)
+
+
+def _slots(groups: np.ndarray):
+    """The concepts present in each image, per label group (NetDissect's label slots).
+
+    Args:
+      groups: int `[n, len(CATEGORIES), H, W]` (`label_groups`).
+    Returns:
+      slots `[n, S]` (concept indices, -1 for none), the group of each slot (a tuple of S), and
+      the pixels of each concept in each image `[n, len(CONCEPTS)]`.
+    """
+    n, concepts = groups.shape[0], len(CONCEPTS)
+    ids = groups.reshape(n, -1).astype(np.int64) + 1 + (concepts + 1) * np.arange(n)[:, None]
+    counts = np.bincount(ids.ravel(), minlength=n * (concepts + 1)).reshape(n, -1)[:, 1:]
+    category = np.array([CATEGORIES.index(cat) for _, cat in CONCEPTS])
+    slots, slot_groups = [], []
+    for g in range(groups.shape[1]):
+        cols = np.flatnonzero(category == g)
+        present = counts[:, cols] > 0
+        k = int(present.sum(1).max()) if n else 0
+        order = np.argsort(~present, axis=1, kind="stable")[:, :k]
+        slots.append(np.where(np.take_along_axis(present, order, 1), cols[order], -1))
+        slot_groups += [g] * k
+    return (np.concatenate(slots, 1).astype(np.int32) if slots else np.zeros((n, 0), np.int32),
+            tuple(slot_groups), counts)
 
 
 def quantile_rank(count: int, quantile: float) -> tuple[int, float]:
@@ -166,27 +304,39 @@ def dissect(m, layers: str | Sequence[str], data: Any, *, quantile: float = 0.00
     for layer, name in names.items():
         _, h, w, u = shapes[layer]
         ranks[layer] = quantile_rank(count * h * w, quantile)
-        tops[layer] = np.zeros((0, u), np.float32)
+        tops[layer] = _RunningTop(ranks[layer][0], u)
     layer_names = tuple(names.values())
     for b in wrap(fresh(), "dissect: thresholds"):
         outs = _outputs(m, jnp.asarray(images_of(b)), layer_names)
         for layer, a in zip(names, outs):
-            tops[layer] = _top_update(tops[layer], np.asarray(a), ranks[layer][0])
+            tops[layer].add(np.asarray(a))
     thresholds = {}
     for layer, top in tops.items():
         k, frac = ranks[layer]
-        top = -np.sort(-np.asarray(top, np.float64).T, axis=1)  # [units, k], descending
+        top = -np.sort(-np.asarray(top.values(), np.float64).T, axis=1)  # [units, k], descending
         t = top[:, k - 1]
         if k >= 2:
             t = t + frac * (top[:, k - 2] - t)
         thresholds[layer] = t.astype(np.float32)
-    # pass 2: intersections and unions, accumulated in float64 on the host
-    acc = {layer: [0.0, 0.0, 0.0] for layer in names}
+    # pass 2: per-image tallies on device, summed in float64 on the host
+    concepts = len(CONCEPTS)
+    acc = {layer: [np.zeros((shapes[layer][-1], concepts)),
+                   np.zeros((shapes[layer][-1], len(CATEGORIES))), np.zeros(concepts)]
+           for layer in names}
     limits = tuple(jnp.asarray(thresholds[layer]) for layer in names)
     for b in wrap(fresh(), "dissect: IoU"):
-        stats = _overlaps(m, jnp.asarray(images_of(b)), concept_maps(b), limits, layer_names)
-        for layer, st in zip(names, stats):
-            acc[layer] = [a + np.asarray(s, np.float64) for a, s in zip(acc[layer], st)]
+        groups = label_groups(b)
+        slots, slot_groups, counts = _slots(np.asarray(groups))
+        stats = _overlaps(m, jnp.asarray(images_of(b)), groups, jnp.asarray(slots), limits,
+                          layer_names, slot_groups)
+        onehot = (slots[..., None] == np.arange(concepts)).astype(np.float64)  # [n, S, C]
+        in_group = np.asarray(slot_groups)[:, None] == np.arange(len(CATEGORIES))  # [S, G]
+        for layer, (size, over) in zip(names, stats):
+            size, over = np.asarray(size, np.float64), np.asarray(over, np.float64)
+            acc[layer][0] += np.einsum("nus,nsc->uc", over, onehot)
+            touch = (over @ in_group) > 0  # [n, units, categories]: tally_cat > 0
+            acc[layer][1] += np.einsum("nu,nug->ug", size, touch)
+            acc[layer][2] += counts.sum(0)
     out = {}
     for layer, name in names.items():
         inter, unit_cat, label_px = acc[layer]
