@@ -431,7 +431,7 @@ def cli(monkeypatch, capsys):
     """`cli(*args) -> (exit status, stdout, stderr)` of an in-process `main(args)`."""
     import jaxinterp.cli as cli_mod
 
-    monkeypatch.setattr(cli_mod, "enable_compilation_cache", lambda: None)  # no global config
+    monkeypatch.setattr(cli_mod, "enable_compilation_cache", lambda *a: None)  # no global config
 
     def run(*args):
         try:
@@ -670,3 +670,19 @@ def test_evaluate_writes_the_leaderboard_of_direct_metric_calls(tmp_path):
         "method,relevance_rank_accuracy mean")
     r = jaxinterp("evaluate", "--metrics", "nonsense", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "unknown metric 'nonsense'" in r.stderr
+
+
+def test_compilation_cache_opt_out(monkeypatch):
+    """--no-cache and JAXINTERP_CACHE=off leave JAX's persistent cache alone."""
+    import jax
+
+    from jaxinterp.cli import build_parser
+    from jaxinterp.cli.common import enable_compilation_cache
+
+    before = jax.config.jax_compilation_cache_dir
+    assert enable_compilation_cache(False) is None
+    for off in ("off", "", "0", "None"):
+        monkeypatch.setenv("JAXINTERP_CACHE", off)
+        assert enable_compilation_cache() is None
+    assert jax.config.jax_compilation_cache_dir == before
+    assert build_parser().parse_args(["--no-cache", "predict"]).no_cache

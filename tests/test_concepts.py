@@ -83,7 +83,7 @@ def test_threshold_and_iou_equal_netdissect_lite(default_model, dissected):
     np.testing.assert_allclose(r["relu4_2"].ious, pil, atol=2e-3)  # jax.image vs PIL
 
 
-@pytest.mark.parametrize("h,size", [(8, 64), (16, 48), (5, 15), (6, 64)])
+@pytest.mark.parametrize("h,size", [(8, 64), (16, 48), (5, 15), (6, 64), (12, 12)])
 def test_sparse_tallies_equal_the_dense_upsampling(h, size):
     """The live-cell gather equals upsampling every map, at even, odd and non-integer scales,
     with several concepts in one image's label group and images without labels."""

@@ -177,6 +177,8 @@ def cmd_evaluate(args) -> int:
                         kw["abs"] = True  # a signed map's negative part would cancel its mass
                     if args.metric_samples is not None:
                         kw.update({o: args.metric_samples for o in WORK_OPTIONS if o in params})
+                    if "batch_size" in params:
+                        kw["batch_size"] = args.metric_batch
                     kw.update(options.get(k, {}))
                     arg = method if kinds[k] == "method" else attributions
                     extra = (mask,) if kinds[k] == "mask" else ()
@@ -215,7 +217,7 @@ def cmd_evaluate(args) -> int:
         record = {"samples": args.samples, "start": args.start, "seed": args.seed,
                   "key": args.key,
                   "methods": [meth.name for meth in methods], "metrics": chosen,
-                  "metric_samples": args.metric_samples,
+                  "metric_samples": args.metric_samples, "metric_batch": args.metric_batch,
                   "metric_options": {k: {o: repr(v) for o, v in opts.items()}
                                      for k, opts in options.items()}, "skipped": skipped}
         return record, f"scored {len(methods)} methods x {len(chosen)} metrics on " \
@@ -250,6 +252,9 @@ def register(sub) -> None:
     p.add_argument("--metric-samples", type=positive_int, default=None,
                    help="perturbations / runs per image for the metrics that draw them "
                    "(default: Quantus' own, e.g. 100 runs of faithfulness correlation)")
+    p.add_argument("--metric-batch", type=batch_size, default=16,
+                   help="perturbations (or steps, runs) a metric evaluates per compiled chunk: "
+                   "bounds memory, same numbers")
     p.add_argument("--metric-option", type=metric_option, action="append", default=[],
                    metavar="METRIC.OPTION=VALUE",
                    help="a metric's keyword argument, repeatable, e.g. "
