@@ -646,7 +646,7 @@ def test_evaluate_writes_the_leaderboard_of_direct_metric_calls(tmp_path):
     np.testing.assert_allclose(board["rows"][0]["scores"]["sparseness"]["mean"], signed.mean(),
                                rtol=1e-5)
     assert json.loads((out / "run.json").read_text())["metric_options"] == {
-        "sparseness": {"abs": "False"}}
+        "sparseness": {"abs": False}}
     rank = ji.metrics.relevance_rank_accuracy(m, b.images, b.labels, sal, b.mask, abs=True)
     assert not np.allclose(rank, ji.metrics.relevance_rank_accuracy(m, b.images, b.labels, sal,
                                                                     b.mask))

@@ -85,8 +85,11 @@ def test_threshold_and_iou_equal_netdissect_lite(default_model, dissected):
 
 @pytest.mark.parametrize("h,size", [(8, 64), (16, 48), (5, 15), (6, 64), (12, 12)])
 def test_sparse_tallies_equal_the_dense_upsampling(h, size):
-    """The live-cell gather equals upsampling every map, at even, odd and non-integer scales,
-    with several concepts in one image's label group and images without labels."""
+    """The live-cell gather equals upsampling every map, at even, odd, unit and non-integer
+    scales, with several concepts in one image's label group and images without labels; and
+    both equal the masks of `upsample`'s maps (the peer's bincounts). Separate programs may
+    round a pixel differently by an ulp (fused multiply-adds): counts may differ only by the
+    pixels within 1e-5 of the threshold (none, in practice)."""
     from jaxinterp.concepts.dissection import _cells, _overlap, _slots, upsample
 
     rng = np.random.default_rng(0)
@@ -103,20 +106,42 @@ def test_sparse_tallies_equal_the_dense_upsampling(h, size):
     dense, sparse = (jax.jit(lambda a, t, mode=mode: _overlap(
         a, jnp.asarray(groups), jnp.asarray(slots), slot_groups, t, mode=mode))(a, t)
         for mode in ("dense", "sparse"))
-    for d, s in zip(dense, sparse):
-        np.testing.assert_array_equal(d, s)
-    # and the dense tallies are the upsampled masks' (the peer's bincounts)
-    up = np.asarray(upsample(a, (size, size)))
-    mask = (up > np.asarray(t)) & (np.asarray(a).max((1, 2)) > np.asarray(t))[:, None, None]
-    np.testing.assert_array_equal(dense[0], mask.sum((1, 2)))
+    up = np.asarray(jax.jit(upsample, static_argnums=1)(a, (size, size)))
+    near = np.abs(up - np.asarray(t)) <= 1e-5 * (1 + np.abs(np.asarray(t)))  # [n, H, W, u]
+    slack = near.sum((1, 2))
+    assert slack.sum() <= 2, slack.sum()  # the data keep clear of the threshold
+    for d, s_ in zip(dense, sparse):
+        assert (np.abs(np.asarray(d) - np.asarray(s_)).reshape(n, units, -1)
+                <= slack[..., None]).all()
+    mask = up > np.asarray(t)
+    assert (np.abs(dense[0] - mask.sum((1, 2))) <= slack).all()
     for j, (g, c) in enumerate(zip(slot_groups, slots.T)):
         on = (groups[:, g] == c[:, None, None]) & (c >= 0)[:, None, None]
-        np.testing.assert_array_equal(dense[1][:, :, j], (mask & on[..., None]).sum((1, 2)))
+        assert (np.abs(dense[1][:, :, j] - (mask & on[..., None]).sum((1, 2))) <= slack).all()
     integer = size % h == 0
     assert (_cells(h, size)[2] is not None) == integer
     # upsample is bilinear with half-pixel centres and clamped edges (PIL's reading)
     ref = np.asarray(jax.image.resize(a, (n, size, size, units), "bilinear"))
     np.testing.assert_allclose(up, ref, rtol=0, atol=1e-5)
+
+
+def test_tallies_with_activations_tied_to_the_threshold():
+    """A map equal to its threshold except one sample above it: interpolating four equal
+    samples can round above them, but a pixel counts only where one of its samples passes —
+    dense and sparse agree exactly (at scale 3 the rounding is seen on this CPU)."""
+    from jaxinterp.concepts.dissection import _overlap
+
+    units = 16
+    t = jnp.asarray(np.random.default_rng(2).uniform(0.1, 10.0, units), jnp.float32)
+    a = jnp.broadcast_to(t, (2, 5, 5, units)).at[:, 2, 2].add(1.0)
+    groups = jnp.zeros((2, 3, 15, 15), jnp.int32).at[:, 1:].set(-1)
+    slots = jnp.asarray([[0, -1, -1], [0, -1, -1]], jnp.int32)
+    dense, sparse = (jax.jit(lambda a, mode=mode: _overlap(a, groups, slots, (0, 1, 2), t,
+                                                           mode=mode))(a)
+                     for mode in ("dense", "sparse"))
+    for d, s_ in zip(dense, sparse):
+        np.testing.assert_array_equal(d, s_)
+    assert 0 < np.asarray(dense[0]).max() <= 4 * 9  # only the four cells around the peak
 
 
 def test_running_top_is_exact_whatever_the_order():

@@ -91,16 +91,19 @@ def enable_compilation_cache(enabled: bool = True) -> str | None:
     """Turns on JAX's persistent compilation cache so repeated commands skip compiling.
 
     Args:
-      enabled: False (the CLI's `--no-cache`) leaves it off.
+      enabled: False (the CLI's `--no-cache`) leaves JAX's configuration alone (a cache that
+        JAX itself was told to use, e.g. by `JAX_COMPILATION_CACHE_DIR`, stays in use).
     Returns:
-      The cache directory (`$JAXINTERP_CACHE`, default `~/.cache/jaxinterp/xla`), or None when
-      off (`--no-cache`, or `JAXINTERP_CACHE` set to "", 0, off, none or false).
+      The cache directory (`$JAXINTERP_CACHE`, `~` expanded; default `~/.cache/jaxinterp/xla`),
+      or None when not set here (`--no-cache`, or `JAXINTERP_CACHE` set to "", 0, off, none or
+      false).
     """
     import jax
 
     path = os.environ.get("JAXINTERP_CACHE", str(Path.home() / ".cache" / "jaxinterp" / "xla"))
     if not enabled or path.strip().lower() in CACHE_OFF:
         return None
+    path = os.path.expanduser(path)
     try:
         jax.config.update("jax_compilation_cache_dir", path)
         # every program: a command compiles dozens of small ones, each under JAX's 1 s default

@@ -41,6 +41,13 @@ def metric_list(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _name_id(name: str) -> int:
+    """A stable 31-bit number for a method or metric name (its random draws' key)."""
+    import zlib
+
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
 def metric_option(text: str) -> tuple[str, str, object]:
     """argparse type of `--metric-option`: `METRIC.OPTION=VALUE`, the value read as a Python
     literal (a number, True / False / None, a tuple) or else as a string."""
@@ -68,6 +75,17 @@ def metric_option(text: str) -> tuple[str, str, object]:
     except (ValueError, SyntaxError):
         parsed = value.strip()
     return metric, option, parsed
+
+
+def _jsonable(value):
+    """A metric option as JSON holds it (numbers, bools, None, strings, lists), else its repr."""
+    import json
+
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def metric_kind(name: str) -> str:
@@ -149,16 +167,16 @@ def cmd_evaluate(args) -> int:
         chunks = list(range(0, args.samples, args.batch))
         steps = iter(progress(range(len(methods) * len(chosen) * len(chunks)), desc="evaluate",
                               unit="score"))
-        order = list(registry.METHODS)
         for start in chunks:
             n = min(args.batch, args.samples - start)
             b = ji.data.shapes(jax.random.key(args.seed), n, start=args.start + start,
                                size=m.input_size[0])
             x, y, mask = b.images, b.labels, b.mask
             for meth in methods:
-                # draws depend on the images and the method, not on what else runs with them
+                # draws depend on the chunk's first image, the method and the metric (by name),
+                # not on what else runs with them
                 mkey = jax.random.fold_in(jax.random.fold_in(key, args.start + start),
-                                          order.index(meth.name))
+                                          _name_id(meth.name))
 
                 def method(m, x, t, meth=meth, mkey=mkey):
                     return meth(m, x, t, key=mkey)
@@ -166,13 +184,13 @@ def cmd_evaluate(args) -> int:
                 t0 = time.perf_counter()
                 attributions = np.asarray(method(m, x, y))
                 attr_seconds[meth.name] += time.perf_counter() - t0
-                for j, k in enumerate(chosen):
+                for k in chosen:
                     _stop_if_interrupted()
                     fn = getattr(metrics_lib, k)
                     params = inspect.signature(fn).parameters
                     kw = {}
                     if "key" in params:
-                        kw["key"] = jax.random.fold_in(mkey, 1000 + j)
+                        kw["key"] = jax.random.fold_in(mkey, _name_id(k))
                     if kinds[k] == "mask" and "abs" in params:
                         kw["abs"] = True  # a signed map's negative part would cancel its mass
                     if args.metric_samples is not None:
@@ -218,8 +236,10 @@ def cmd_evaluate(args) -> int:
                   "key": args.key,
                   "methods": [meth.name for meth in methods], "metrics": chosen,
                   "metric_samples": args.metric_samples, "metric_batch": args.metric_batch,
-                  "metric_options": {k: {o: repr(v) for o, v in opts.items()}
-                                     for k, opts in options.items()}, "skipped": skipped}
+                  "metric_options": {k: {o: _jsonable(v) for o, v in opts.items()}
+                                     for k, opts in options.items()},
+                  "draws": "fold_in(fold_in(key, first image of the chunk), crc32(method)), "
+                           "then crc32(metric)", "skipped": skipped}
         return record, f"scored {len(methods)} methods x {len(chosen)} metrics on " \
                        f"{args.samples} images; wrote"
 
@@ -245,7 +265,9 @@ def register(sub) -> None:
                    help="seed of the shapes images (default: the held-out seed)")
     p.add_argument("--start", type=nonnegative_int, default=0,
                    help="index of the first shapes image (score images start … start+samples-1; "
-                   "parts of one data set can run separately and be merged)")
+                   "parts of one data set can run separately and be merged; random draws are "
+                   "keyed by each chunk's first image, so parts cut at other places draw "
+                   "differently, with the same distribution)")
     p.add_argument("--batch", type=batch_size, default=16, help="images per call")
     p.add_argument("--key", type=nonnegative_int, default=0,
                    help="seed of the methods' and metrics' random draws")

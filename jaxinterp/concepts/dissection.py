@@ -53,8 +53,8 @@ class _RunningTop:
     """The k largest values of every unit (column) seen so far, exact, in amortized linear time.
 
     Values at most the current k-th largest (`floor`) can never enter the top k, so a batch only
-    hands over the few above it; they wait in a buffer, merged by NumPy's introselect once the
-    buffer is as large as the top itself (XLA:CPU's top_k sorts)."""
+    hands over the few above it; they wait in a buffer, merged by NumPy's introselect (linear;
+    XLA:CPU's top_k sorts) once the buffer is as large as the top itself."""
 
     def __init__(self, k: int, units: int):
         self.k, self.units = k, units
@@ -76,7 +76,7 @@ class _RunningTop:
             return
         rows, cols = np.nonzero(a > self.floor)
         if len(rows):
-            self.cols.append(cols)
+            self.cols.append(cols.astype(np.int32))
             self.vals.append(a[rows, cols])
             self.pending += len(rows)
             if self.pending >= self.top.size:
@@ -116,10 +116,17 @@ def _overlaps(m, x, labels, slots, thresholds, names, slot_groups):
 
 def _cells(n_in: int, n_out: int):
     """Bilinear upsampling `n_in -> n_out` (half-pixel centres, edges clamped) on the map padded
-    by one edge value at each end: per output pixel the padded index of its lower source sample
-    and its two weights `[2, n_out]` (float32); and, when the pixels fall in `n_in + 1` cells of
-    s pixels whose weights repeat from cell to cell (an integer scale s), the offset of pixel 0
-    in that grid and one cell's weights `[2, s]` (else None, None)."""
+    by one edge value at each end.
+
+    Returns:
+      idx: per output pixel, the padded index of its lower sample (it interpolates samples idx
+        and idx + 1), `[n_out]`.
+      w: their weights `[2, n_out]` (float32).
+      offset: with an integer scale s, cell k covers padded samples k and k + 1 and s output
+        positions, output pixel i sitting at position i + offset of that grid of n_in + 1
+        cells (the two edge cells hold fewer real pixels); None for other scales.
+      cell: the weights of one cell's s positions `[2, s]`, the same in every cell (or None).
+    """
     y = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
     lower = np.floor(y)
     w = np.stack([1.0 - (y - lower), y - lower]).astype(np.float32)
@@ -139,13 +146,22 @@ def _cells(n_in: int, n_out: int):
 
 
 def upsample(a: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """Activation maps `[N, h, w, units]` resized bilinearly to the label size `(H, W)`
-    (half-pixel centres and clamped edges: the peer's `imresize(..., mode='F')`, PIL's
-    bilinear, up to rounding). Rows are interpolated first, then columns."""
+    """Activation maps `[N, h, w, units]` resized bilinearly to the label size `(H, W)`, H ≥ h
+    and W ≥ w (half-pixel centres and clamped edges: the peer's `imresize(..., mode='F')`,
+    PIL's bilinear, up to rounding; shrinking would not antialias as PIL does). Rows are
+    interpolated first, then columns."""
     (iy, wy, _, _), (ix, wx, _, _) = _cells(a.shape[1], size[0]), _cells(a.shape[2], size[1])
     p = jnp.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
     rows = wy[0][:, None, None] * p[:, iy] + wy[1][:, None, None] * p[:, iy + 1]
     return wx[0][:, None] * rows[:, :, ix] + wx[1][:, None] * rows[:, :, ix + 1]
+
+
+def _sample_max(a: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Per pixel of `upsample(a, size)`, the largest of the four samples it interpolates."""
+    (iy, _, _, _), (ix, _, _, _) = _cells(a.shape[1], size[0]), _cells(a.shape[2], size[1])
+    p = jnp.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    rows = jnp.maximum(p[:, iy], p[:, iy + 1])
+    return jnp.maximum(rows[:, :, ix], rows[:, :, ix + 1])
 
 
 def label_categories() -> np.ndarray:
@@ -159,12 +175,14 @@ def _overlap(a, labels, slots, slot_groups, threshold, mode="auto"):
     unit's mask pixels `[n, units]` and their overlap with each label slot `[n, units, slots]`
     (a slot: one concept present in the image, in one label group).
 
-    A unit's mask lies where its upsampled map passes the threshold. A bilinear pixel is a
-    convex combination of its cell's four samples, so only cells whose largest sample passes
-    can hold mask pixels: with an integer scale those few cells are gathered and upsampled
+    A unit's mask lies where its upsampled map passes the threshold (and, which exact arithmetic
+    implies, so does one of the pixel's four samples: NetDissect-Lite's `max > threshold` gate
+    per cell). A bilinear pixel is a convex combination of its cell's four samples, so only
+    cells whose largest sample passes can hold mask pixels: with an integer scale those few cells are gathered and upsampled
     alone (the bulk of an upsampled map is never formed), with a dense fallback for a batch
     with more live cells than the gather's static capacity, or a non-integer scale (`mode`
-    "sparse" / "dense" forces one, for tests)."""
+    "sparse" / "dense" forces one, for tests; a forced "sparse" drops live cells beyond the
+    capacity, and a non-integer scale still runs dense)."""
     n, h, w, units = a.shape
     H, W = labels.shape[2:]
     slot_groups = np.asarray(slot_groups, np.int32)
@@ -172,10 +190,11 @@ def _overlap(a, labels, slots, slot_groups, threshold, mode="auto"):
                  & (slots >= 0)[:, :, None, None])  # [n, S, H, W]
 
     def dense():
-        # the peer thresholds a map only when its maximum passes (a no-op up to rounding)
-        live = a.max((1, 2), keepdims=True) > threshold
-        up = a if (h, w) == (H, W) else upsample(a, (H, W))
-        mask = (up > threshold) & live  # [n, H, W, units]
+        if (h, w) == (H, W):
+            mask = a > threshold  # [n, H, W, units]
+        else:  # a pixel passes only if one of its samples does, as in the gather below (in
+            # exact arithmetic always; rounding could lift a tie with the threshold above it)
+            mask = (upsample(a, (H, W)) > threshold) & (_sample_max(a, (H, W)) > threshold)
         size = mask.sum((1, 2), dtype=jnp.float32)
         over = (mask[:, None] & slot_maps[..., None]).sum((2, 3), dtype=jnp.float32)
         return size, jnp.swapaxes(over, 1, 2)
@@ -318,7 +337,11 @@ def dissect(m, layers: str | Sequence[str], data: Any, *, quantile: float = 0.00
     thresholds = {}
     for layer, top in tops.items():
         k, frac = ranks[layer]
-        top = -np.sort(-np.asarray(top.values(), np.float64).T, axis=1)  # [units, k], descending
+        values = top.values()
+        if len(values) < k:
+            raise ValueError(f"data changed between passes: {layer!r} saw fewer activations in "
+                             f"the threshold pass than the first pass counted ({count} images)")
+        top = -np.sort(-np.asarray(values, np.float64).T, axis=1)  # [units, k], descending
         t = top[:, k - 1]
         if k >= 2:
             t = t + frac * (top[:, k - 2] - t)
