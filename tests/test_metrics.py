@@ -492,6 +492,19 @@ def test_mprt_vgg_mini_cascading(mini):
     assert all(jax.tree_util.tree_leaves(same))
 
 
+def test_cam_runs_inside_the_metrics(mini):
+    """The metrics hand a method a class-index `Target`: CAM (which refuses score functions)
+    takes it as the class indices."""
+    from jaxinterp.targets import Target
+
+    x = np.asarray(ji.data.shapes(jax.random.key(0), 2).images)[:, ::2, ::2]
+    y = np.array([1, 3])
+    np.testing.assert_array_equal(ji.cam(mini, x, Target(jnp.asarray(y))), ji.cam(mini, x, y))
+    r = metrics.random_logit(mini, x, y, ji.cam, key=0, other=np.array([2, 5]))
+    assert np.isfinite(r).all() and (np.abs(r) <= 1).all()
+    assert np.isfinite(metrics.max_sensitivity(mini, x, y, ji.cam, samples=2, key=0)).all()
+
+
 # --------------------------------------------------------------------------- errors
 
 

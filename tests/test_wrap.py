@@ -255,13 +255,17 @@ def test_sharded_equals_unsharded():
 
 @pytest.mark.slow
 def test_readme_examples_run():
-    """The README's "Your own model" code, as written."""
-    text = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    """The README's "Your own model" code (linen), then the docs page's NNX block, as written."""
+    root = os.path.dirname(os.path.dirname(__file__))
+    text = open(os.path.join(root, "README.md")).read()
     section = text.split("## Your own model", 1)[1].split("\n## ", 1)[0]
     blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
-    assert len(blocks) == 2
+    assert len(blocks) == 1
+    page = open(os.path.join(root, "docs", "site", "own-model.md")).read()
+    nnx = [b.split("```", 1)[0] for b in page.split("```python\n")[1:] if "nnx.Module" in b]
+    assert len(nnx) == 1
     ns = {}
-    for code in blocks:
+    for code in blocks + nnx:
         exec(compile(code, "README.md", "exec"), ns)  # noqa: S102
     assert ns["m"].layers == ["conv", "head"] and ns["sal"].shape == (4, 32, 32, 3)
     assert ns["maps"].shape == (4, 32, 32) and np.abs(np.asarray(ns["gb"])).max() > 0
