@@ -180,11 +180,12 @@ def _fmt(v) -> str:
 
 
 def table(board: dict, families: tuple[str, ...]) -> str:
-    """A Markdown table: methods x the metrics of `families` (with each method's image count),
+    """A Markdown table: methods x the metrics of `families` (with each method's image count
+    per tier: scored / rerun),
     the best value of each column in bold, the last row the column's compute time in seconds
     (metric only, all methods)."""
     metrics = [k for f in families for k in FAMILIES[f]]
-    tier = next(t for t, spec in TIERS.items() if families[0] in spec["families"])
+    tiers = [t for t, spec in TIERS.items() if any(f in spec["families"] for f in families)]
     head = "| method | images | " + " | ".join(
         f"{SHORT[k]} {'↑' if board['higher_is_better'][k] else '↓'}" for k in metrics) + " |"
     lines = [head, "|---" * (len(metrics) + 2) + "|"]
@@ -199,8 +200,8 @@ def table(board: dict, families: tuple[str, ...]) -> str:
         for k in metrics:
             v = r["scores"].get(k, {}).get("mean")
             cells.append(f"**{_fmt(v)}**" if v is not None and v == best.get(k) else _fmt(v))
-        lines.append(f"| {r['method']} | {r['images'].get(tier, 0)} | " + " | ".join(cells)
-                     + " |")
+        images = " / ".join(str(r["images"].get(t, 0)) for t in tiers)
+        lines.append(f"| {r['method']} | {images} | " + " | ".join(cells) + " |")
     secs = [sum(r["scores"].get(k, {}).get("seconds", 0.0) for r in board["rows"])
             for k in metrics]
     lines.append("| *compute (s)* | | " + " | ".join(f"*{s:.0f}*" for s in secs) + " |")
@@ -220,6 +221,11 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated methods")
     ap.add_argument("--tiers", default="scored,rerun")
     ap.add_argument("--table", action="store_true", help="merge and print only")
+    ap.add_argument("--write-docs", action="store_true",
+                    help="write the tables between the leaderboard markers of README.md (one "
+                    "wide table) and docs/site/metrics.md (three)")
+    ap.add_argument("--wide", action="store_true",
+                    help="print one table of every metric (the README's) instead of three")
     ap.add_argument("--out", default=str(ROOT / "docs" / "leaderboard.json"))
     args = ap.parse_args()
     work = Path(args.work)
@@ -253,9 +259,25 @@ def main() -> None:
               flush=True)
     board = merge(work, names, {"scored": args.samples, "rerun": args.rerun_samples}, args.chunk)
     Path(args.out).write_text(json.dumps(board, indent=1) + "\n")
-    for families in (("faithfulness",), ("robustness", "randomisation"),
-                     ("localisation", "complexity")):
+    groups = [tuple(FAMILIES)] if args.wide else [
+        ("faithfulness",), ("robustness", "randomisation"), ("localisation", "complexity")]
+    for families in groups:
         print(table(board, families), "\n")
+    if args.write_docs:
+        three = "\n\n".join(table(board, f) for f in (
+            ("faithfulness",), ("robustness", "randomisation"), ("localisation", "complexity")))
+        write_between(ROOT / "README.md", table(board, tuple(FAMILIES)))
+        write_between(ROOT / "docs" / "site" / "metrics.md", three)
+
+
+def write_between(path: Path, text: str) -> None:
+    """Replaces what lies between `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->`."""
+    start, end = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+    page = path.read_text()
+    if start not in page or end not in page:
+        raise SystemExit(f"{path} has no leaderboard markers")
+    head, rest = page.split(start, 1)
+    path.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":
