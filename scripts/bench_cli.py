@@ -1,10 +1,10 @@
 """The `cli` section of scripts/bench.py: whole `jaxinterp` processes, first and second run.
 
 Each command runs three times in fresh processes: with the persistent compilation cache off
-(`JAXINTERP_CACHE=off`, the same as `--no-cache`), with an empty cache directory (the first run: everything compiled, entries
-written), and again with that directory (the second run: programs loaded from the cache).
-Wall time of the whole process, interpreter start and imports included, median of `reps`
-rounds (a fresh cache directory per round)."""
+(`JAXINTERP_CACHE=off`, the same as `--no-cache`), with an empty cache directory (the first
+run: everything compiled, entries written), and again with that directory (the second run:
+programs loaded from the cache). Wall time of the whole process, interpreter start and
+imports included, median of `reps` rounds (a fresh cache directory per round)."""
 
 from __future__ import annotations
 

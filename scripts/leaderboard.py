@@ -22,9 +22,9 @@ perturbation or randomised layer (LIME, Shapley sampling, XRAI take seconds per 
   metrics 30 s together;
 * `rerun` (`--rerun-samples` images): robustness and randomisation, 10 perturbations per
   image (`--metric-samples 10`; Quantus draws 200 / 50), for the methods whose attribution
-  took at most `--rerun-max-ms` (100 ms) per image in the scored tier (compilation included) (each is re-run ~130 times per
-  image here: ten noisy copies for each of the three robustness metrics, one per randomised
-  layer, ten per layer for smooth MPRT).
+  took at most `--rerun-max-ms` (100 ms) per image in the scored tier, compilation included
+  (each is re-run ~130 times per image here: ten noisy copies for each of the three
+  robustness metrics, one per randomised layer, ten per layer for smooth MPRT).
 
 Every cell keeps its own image count and compute time in the JSON.
 """
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -258,7 +259,7 @@ def main() -> None:
         print(f"{tier} {name} {start}+{n}: {run_part(tier, name, start, n, out):.0f} s",
               flush=True)
     board = merge(work, names, {"scored": args.samples, "rerun": args.rerun_samples}, args.chunk)
-    Path(args.out).write_text(json.dumps(board, indent=1) + "\n")
+    write_atomic(Path(args.out), json.dumps(board, indent=1) + "\n")
     groups = [tuple(FAMILIES)] if args.wide else [
         ("faithfulness",), ("robustness", "randomisation"), ("localisation", "complexity")]
     for families in groups:
@@ -277,7 +278,14 @@ def write_between(path: Path, text: str) -> None:
     if start not in page or end not in page:
         raise SystemExit(f"{path} has no leaderboard markers")
     head, rest = page.split(start, 1)
-    path.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+    write_atomic(path, head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Writes beside `path`, then moves into place (an interrupted run leaves the old file)."""
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

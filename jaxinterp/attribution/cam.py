@@ -10,7 +10,6 @@ import jax.numpy as jnp
 from jaxinterp._xla import tuned_jit
 from jaxinterp.attribution.core import (default_layer, is_vgg, keeps_sharding, prepare, rule_gradient,
                                         total_score)
-from jaxinterp.targets import Target
 
 INTERPOLATIONS = ("bilinear", "nearest")
 
@@ -158,9 +157,7 @@ def cam(m, x, target, *, upsample: bool = True, interpolation: str = "bilinear")
       `[N, H, W]` maps (`[N, h, w]` without upsampling).
     """
     layer = _cam_layer(m)
-    if isinstance(target, Target) and target.fn is None:
-        target = target.index  # a class-index target (as the metrics pass it)
-    if callable(target):
+    x, t = prepare(m, x, target)  # ints, int arrays and class-index Targets (as metrics pass)
+    if t.fn is not None:
         raise ValueError("CAM is defined for class targets only (an int or int array)")
-    x, t = prepare(m, x, target)
     return _cam(m, x, t, layer, upsample, interpolation)

@@ -26,17 +26,6 @@ def require_labels(batch) -> None:
                              f"(with mask, color_map, texture_map), got {type(batch).__name__}")
 
 
-def concept_maps(batch) -> jax.Array:
-    """Pixel labels of every concept, bool `[N, H, W, len(CONCEPTS)]` (shape: the object's mask
-    where the image is of that class; colour and texture: their maps)."""
-    require_labels(batch)
-    shape = (batch.mask[..., None] &
-             (batch.labels[:, None, None, None] == jnp.arange(len(shapes_lib.CLASSES))))
-    color = batch.color_map[..., None] == jnp.arange(len(shapes_lib.COLOR_NAMES))
-    texture = batch.texture_map[..., None] == jnp.arange(len(shapes_lib.TEXTURES))
-    return jnp.concatenate([shape, color, texture], -1)
-
-
 def label_groups(batch) -> jax.Array:
     """Pixel labels as NetDissect's label groups, int32 `[N, len(CATEGORIES), H, W]`: each
     pixel's concept (its index in `CONCEPTS`) in each category, -1 where unlabelled."""
@@ -46,6 +35,13 @@ def label_groups(batch) -> jax.Array:
     color = jnp.where(batch.color_map >= 0, n_shape + batch.color_map, -1)
     texture = jnp.where(batch.texture_map >= 0, n_shape + n_color + batch.texture_map, -1)
     return jnp.stack([shape, color, texture], 1).astype(jnp.int32)
+
+
+def concept_maps(batch) -> jax.Array:
+    """Pixel labels of every concept, bool `[N, H, W, len(CONCEPTS)]` (shape: the object's mask
+    where the image is of that class; colour and texture: their maps)."""
+    groups = label_groups(batch)  # [N, G, H, W]
+    return (groups[..., None] == jnp.arange(len(CONCEPTS))).any(1)
 
 
 def batches(data: Any, batch_size: int | None = None) -> Callable[[], Iterator]:

@@ -145,23 +145,26 @@ def _cells(n_in: int, n_out: int):
     return idx, w, offset, cell
 
 
+def _separable(a: jax.Array, size: tuple[int, int], combine) -> jax.Array:
+    """Each output pixel from its two row samples, then its two column samples, of the map
+    padded by its edge values: `combine(lower, upper, weights)` on each axis (`_cells`)."""
+    (iy, wy, _, _), (ix, wx, _, _) = _cells(a.shape[1], size[0]), _cells(a.shape[2], size[1])
+    p = jnp.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    rows = combine(p[:, iy], p[:, iy + 1], wy[:, :, None, None])
+    return combine(rows[:, :, ix], rows[:, :, ix + 1], wx[:, :, None])
+
+
 def upsample(a: jax.Array, size: tuple[int, int]) -> jax.Array:
     """Activation maps `[N, h, w, units]` resized bilinearly to the label size `(H, W)`, H ≥ h
     and W ≥ w (half-pixel centres and clamped edges: the peer's `imresize(..., mode='F')`,
     PIL's bilinear, up to rounding; shrinking would not antialias as PIL does). Rows are
     interpolated first, then columns."""
-    (iy, wy, _, _), (ix, wx, _, _) = _cells(a.shape[1], size[0]), _cells(a.shape[2], size[1])
-    p = jnp.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    rows = wy[0][:, None, None] * p[:, iy] + wy[1][:, None, None] * p[:, iy + 1]
-    return wx[0][:, None] * rows[:, :, ix] + wx[1][:, None] * rows[:, :, ix + 1]
+    return _separable(a, size, lambda lo, hi, w: w[0] * lo + w[1] * hi)
 
 
 def _sample_max(a: jax.Array, size: tuple[int, int]) -> jax.Array:
     """Per pixel of `upsample(a, size)`, the largest of the four samples it interpolates."""
-    (iy, _, _, _), (ix, _, _, _) = _cells(a.shape[1], size[0]), _cells(a.shape[2], size[1])
-    p = jnp.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    rows = jnp.maximum(p[:, iy], p[:, iy + 1])
-    return jnp.maximum(rows[:, :, ix], rows[:, :, ix + 1])
+    return _separable(a, size, lambda lo, hi, w: jnp.maximum(lo, hi))
 
 
 def label_categories() -> np.ndarray:
@@ -178,11 +181,11 @@ def _overlap(a, labels, slots, slot_groups, threshold, mode="auto"):
     A unit's mask lies where its upsampled map passes the threshold (and, which exact arithmetic
     implies, so does one of the pixel's four samples: NetDissect-Lite's `max > threshold` gate
     per cell). A bilinear pixel is a convex combination of its cell's four samples, so only
-    cells whose largest sample passes can hold mask pixels: with an integer scale those few cells are gathered and upsampled
-    alone (the bulk of an upsampled map is never formed), with a dense fallback for a batch
-    with more live cells than the gather's static capacity, or a non-integer scale (`mode`
-    "sparse" / "dense" forces one, for tests; a forced "sparse" drops live cells beyond the
-    capacity, and a non-integer scale still runs dense)."""
+    cells whose largest sample passes can hold mask pixels: with an integer scale those few
+    cells are gathered and upsampled alone (the bulk of an upsampled map is never formed), with
+    a dense fallback for a batch with more live cells than the gather's static capacity, or a
+    non-integer scale (`mode` "sparse" / "dense" forces one, for tests; a forced "sparse"
+    drops live cells beyond the capacity, and a non-integer scale still runs dense)."""
     n, h, w, units = a.shape
     H, W = labels.shape[2:]
     slot_groups = np.asarray(slot_groups, np.int32)
@@ -228,7 +231,8 @@ def _overlap(a, labels, slots, slot_groups, threshold, mode="auto"):
         mask = mask & used[:, None, None]
         patch = cell_maps[ni, :, cy, :, cx, :]  # [cap, S, sy, sx]
         over = (mask[:, None] & patch).sum((2, 3), dtype=jnp.float32)
-        size = jnp.zeros((n, units), jnp.float32).at[ni, u].add(mask.sum((1, 2), dtype=jnp.float32))
+        size = mask.sum((1, 2), dtype=jnp.float32)
+        size = jnp.zeros((n, units), jnp.float32).at[ni, u].add(size)
         over = jnp.zeros((n, units, slots.shape[1]), jnp.float32).at[ni, u].add(over)
         return size, over
 
