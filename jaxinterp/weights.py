@@ -293,7 +293,7 @@ def _restore(path: Path, target, module, raw: dict):
     if want is not None and params_checksum(variables) != want:
         raise CheckpointError(f"{path} is corrupt: its parameters do not match the checksum in "
                               "metadata.json (changed or damaged files)")
-    return variables
+    return jax.device_put(variables)  # once, not host -> device at every call on accelerators
 
 
 

@@ -206,8 +206,17 @@ class Wrapped:
         return Wrapped(self.apply, self.variables, self.preprocess_fn, act, self.info)
 
     def with_conv(self, conv: str) -> "Wrapped":
-        """No-op (the convolution variants are VGG's); kept so methods treat models alike."""
-        return self
+        """The same model with convolutions of kind `conv` ("xla" or "explicit", see `ResNet`)
+        where the module is jaxinterp's ResNet; any other model is returned as it is."""
+        from jaxinterp.models.convs import check_conv
+        from jaxinterp.models.resnet import ResNet
+
+        check_conv(conv)
+        module = getattr(self.apply, "module", None)
+        if not isinstance(module, ResNet) or module.conv == conv:
+            return self
+        apply = dataclasses.replace(self.apply, module=module.clone(conv=conv))
+        return Wrapped(apply, self.variables, self.preprocess_fn, self.act, self.info)
 
     def with_variables(self, variables: Any) -> "Wrapped":
         return Wrapped(self.apply, variables, self.preprocess_fn, self.act, self.info)

@@ -711,6 +711,10 @@ def tables(out: Path) -> str:
             lines.append(row([f"{side} peak MB over baseline"] + [
                 f"{r[side]['delta_mb']:.0f}" if "delta_mb" in r[side] else "err" for r in mem]))
         lines.append("")
+    from bench_device import device_table
+
+    for f in sorted(out.glob("device-*.json")):
+        lines += [device_table(f), ""]
     return "\n".join(lines)
 
 
@@ -720,9 +724,22 @@ def main():
     ap.add_argument("--only", default=None, help="comma list of sections: " + ",".join(SECTIONS))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench"))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None,
+                    help="only the accelerator benchmark (scripts/bench_device.py): ours on "
+                         "this device, images/s, fraction of its matmul peak, memory")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
+        return
+    if args.device:  # before `import torch`: ours only, each model in a subprocess
+        from bench_device import DeviceUnavailable, bench_device
+
+        out = Path(args.out) / ("quick" if args.quick else "")
+        try:
+            bench_device(args.device, args.quick, out)
+        except DeviceUnavailable as e:
+            sys.exit(f"bench.py: {e}")
+        (out / "tables.md").write_text(tables(out) + "\n")
         return
     import torch
 

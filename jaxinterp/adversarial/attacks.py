@@ -21,6 +21,7 @@ from jaxinterp.checks import as_key, check_count, check_images, check_real, is_t
 from jaxinterp.optvis.hooks import project
 from jaxinterp.optvis.optimize import optimize
 from jaxinterp.targets import as_target
+from jaxinterp.models.convs import loop_conv
 
 NORMS = ("linf", "l2")
 
@@ -62,7 +63,7 @@ def _random_start(key, x, eps, norm):
 
 def _attack(m, x, y, eps, step_size, key, cfg: _Config):
     """Adversarial images, success and loss per example (traceable; eps, step_size `[N]`)."""
-    m = m.with_conv("explicit")
+    m = m.with_conv(loop_conv())
 
     def outcome(adv):
         logits = m(adv, check=False)[0]

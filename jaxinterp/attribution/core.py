@@ -13,6 +13,7 @@ from jaxinterp._xla import tuned_jit
 from jaxinterp.checks import check_images
 from jaxinterp.rules import RULES
 from jaxinterp.targets import Target, as_target
+from jaxinterp.models.convs import loop_conv
 
 
 def prepare(m, x, target) -> tuple[jax.Array, Target]:
@@ -73,7 +74,7 @@ def loop_ready(m, batch_size):
     slow generic path (measured 4x slower for SmoothGrad on vgg-mini); `conv="explicit"` writes
     that gradient as an ordinary convolution (same values; reverse-mode AD only).
     """
-    return m if batch_size is None else m.with_conv("explicit")
+    return m if batch_size is None else m.with_conv(loop_conv())
 
 
 def keeps_sharding(fn):

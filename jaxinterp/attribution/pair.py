@@ -21,6 +21,7 @@ from jaxinterp.attribution.core import input_gradient, keeps_sharding, loop_read
 from jaxinterp.attribution.perturbation import _ig, check_baseline
 from jaxinterp.checks import check_batch_size, check_count, check_real, is_traced
 from jaxinterp.chunking import chunked_sum
+from jaxinterp.models.convs import loop_conv
 
 EPSILON = 1e-9  # PAIR's guided_ig.EPSILON: the tolerance of "this step's L1 target is reached"
 TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default, as PAIR calls it
@@ -81,7 +82,7 @@ def _guided_ig(m, x, t, baseline, steps, k, max_dist):
     moving = diff != 0
     safe = jnp.where(moving, diff, 1)
     l1_total = jnp.abs(inp - base).sum(1)
-    mg = m.with_conv("explicit")  # the gradient runs inside a loop (see core.loop_ready)
+    mg = m.with_conv(loop_conv())  # the gradient runs inside a loop (see core.loop_ready)
     inf = jnp.asarray(jnp.inf, dt)
     col = lambda v: v[:, None]  # noqa: E731 — per-image scalar against features
 

@@ -50,8 +50,10 @@ def _ig(m, x, t, baseline, alphas, weights, batch_size, return_delta):
     # back through it once: sum_k w_k dF/dz(z_k) = h'^T (sum_k w_k dF/dh(h_k)).
     base = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     if not is_vgg(m):  # a wrapped model: gradients at the path points themselves
+        ml = loop_ready(m, batch_size)
+
         def path_grad(aw):
-            return aw[1] * input_gradient(m, t, base + aw[0] * (x - base))
+            return aw[1] * input_gradient(ml, t, base + aw[0] * (x - base))
 
         attr = (x - base) * chunked_sum(path_grad, (alphas, weights), batch_size)
         return _with_delta(m, t, x, base, attr) if return_delta else attr

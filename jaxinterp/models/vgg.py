@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 import numpy as np
 
+from jaxinterp.models.convs import CONVS, check_conv
+
 CFGS = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
@@ -130,53 +132,6 @@ def torch_conv_init(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, shape, dtype) * np.sqrt(2.0 / fan_out)
 
 
-def _conv3x3(x, k):
-    return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@jax.custom_vjp
-def explicit_conv3x3(x: jax.Array, k: jax.Array) -> jax.Array:
-    """A 3x3, stride-1, pad-1 NHWC/HWIO convolution whose input gradient is written out.
-
-    The gradient with respect to `x` is the convolution of the cotangent with the flipped,
-    in/out-swapped kernel, in the same canonical NHWC/HWIO form as the forward pass. JAX's own
-    transpose rule emits a convolution with swapped kernel dimensions, which XLA:CPU runs on a
-    slow generic path inside loop bodies (about 3x slower per step of a `lax.scan`). Reverse mode
-    only: forward-mode AD (`jvp`, `jacfwd`, `hessian`) needs `conv="xla"`.
-    """
-    return _conv3x3(x, k)
-
-
-def _explicit_fwd(x, k):
-    return _conv3x3(x, k), (x, k)
-
-
-def _explicit_bwd(res, g):
-    x, k = res
-    dx = _conv3x3(g, jnp.flip(k, (0, 1)).swapaxes(2, 3))
-    dk = jax.vjp(lambda k: _conv3x3(x, k), k)[1](g)[0]
-    return dx, dk
-
-
-explicit_conv3x3.defvjp(_explicit_fwd, _explicit_bwd)
-
-
-def _explicit_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                                   rhs_dilation=None, dimension_numbers=None,
-                                   feature_group_count=1, precision=None):
-    """`lax.conv_general_dilated` for flax's `nn.Conv`, routed to `explicit_conv3x3` (VGG's case)."""
-    del dimension_numbers, precision  # flax passes NHWC/HWIO; VGG uses default precision
-    if (tuple(window_strides) != (1, 1) or [tuple(p) for p in padding] != [(1, 1), (1, 1)]
-            or rhs.shape[:2] != (3, 3) or feature_group_count != 1
-            or any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))):
-        raise ValueError("conv='explicit' supports VGG's 3x3 stride-1 pad-1 convolutions only")
-    return explicit_conv3x3(lhs, rhs)
-
-
-CONVS = {"xla": None, "explicit": _explicit_conv_general_dilated}
-
-
 class VGG(nn.Module):
     """A VGG network: conv blocks (`cfg`), then a torchvision classifier or a GAP + dense head.
 
@@ -189,7 +144,7 @@ class VGG(nn.Module):
         `train=True`.
       hidden: width of fc6/fc7.
       act: the ReLU; swap in a custom_vjp rule (guided, deconv) with `module.clone(act=...)`.
-      conv: "xla" (`lax.conv_general_dilated`, every AD mode) or "explicit" (`explicit_conv3x3`:
+      conv: "xla" (`lax.conv_general_dilated`, every AD mode) or "explicit" (`convs.explicit_conv`:
         same values, a gradient XLA:CPU runs fast inside loops, reverse mode only).
     """
 
@@ -216,8 +171,7 @@ class VGG(nn.Module):
         the first return value is then the output of the last layer run.
         """
         feats, taps = {}, taps or {}
-        if self.conv not in CONVS:
-            raise ValueError(f"conv must be one of {', '.join(CONVS)}, got {self.conv!r}")
+        check_conv(self.conv)
         for s in self.specs()[start:stop]:
             if s.kind == "conv":
                 x = nn.Conv(s.features, (3, 3), padding=1, kernel_init=torch_conv_init,

@@ -21,6 +21,7 @@ from jaxinterp.optvis import objectives as obj_lib
 from jaxinterp.optvis import param as param_lib
 from jaxinterp.optvis import transforms as tf_lib
 from jaxinterp.optvis.optimize import features, optimize
+from jaxinterp.models.convs import loop_conv
 
 
 class Rendered(NamedTuple):
@@ -54,7 +55,7 @@ class _Config:
 
 def _render(m, objective, key, lr, cfg: _Config) -> Rendered:
     """The preset's loss and start for `optimize` (traceable; jitted / vmapped by the callers)."""
-    m = m.with_conv("explicit")  # reverse mode only, and fast inside the scan (see VGG.conv)
+    m = m.with_conv(loop_conv())  # reverse mode only, and fast inside the scan (see VGG.conv)
     if cfg.redirect_relu:
         m = m.with_act(rules.redirected_relu)
     k_init, k_loop = jax.random.split(key)

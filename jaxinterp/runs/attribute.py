@@ -278,16 +278,24 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
             pad = batch - valid
             x = _pad(images, pad)
             xs = jax.device_put(jnp.asarray(x), sharding)
-            logits = np.asarray(_logits(m, xs))
-            pred = logits.argmax(-1).astype(np.int32)
+            # everything of the batch is dispatched before anything is brought to the host:
+            # the device runs the methods back to back (the predicted target stays on it)
+            logits_dev, pred_dev = _logits(m, xs)
             if target == "predicted":
-                t = pred
-            elif target == "label":
-                t = _pad(batch_labels if shapes else labels[idx], pad)
+                ts = pred_dev
             else:
-                t = np.full(batch, target, np.int32)
-            t = np.asarray(t, np.int32)
-            ts = jax.device_put(t, sharding)
+                t = _pad(batch_labels if shapes else labels[idx], pad) if target == "label" \
+                    else np.full(batch, target, np.int32)
+                ts = jax.device_put(np.asarray(t, np.int32), sharding)
+            all_idx = _pad(idx, pad)
+            keys = _keys(base_key, jax.device_put(all_idx.astype(np.int32), sharding))
+            attrs, curves = {}, {}
+            for name in methods:
+                attrs[name] = registry.get(name)(m, xs, ts, key=keys, **options.get(name, {}))
+                if metrics:
+                    curves[name] = evaluation.deletion_insertion(m, xs, ts, attrs[name],
+                                                                 steps=metric_steps)
+            logits, pred, t = np.asarray(logits_dev), np.asarray(pred_dev), np.asarray(ts)
             bad = np.isin(idx, list(errors))
             score = logits[np.arange(batch), t]
             score[:valid][bad] = np.nan
@@ -296,19 +304,14 @@ def attribute_dataset(m, data: str | Source, methods: Sequence[str] = ("saliency
                       "target": t, "score": score}
             if shapes:
                 writes["label"] = batch_labels
-            all_idx = _pad(idx, pad)
-            keys = _keys(base_key, jax.device_put(all_idx.astype(np.int32), sharding))
             for name in methods:
-                method = registry.get(name)
-                attr = method(m, xs, ts, key=keys, **options.get(name, {}))
-                a = np.array(attr, np.float32)
+                a = np.array(attrs[name], np.float32)
                 a[:valid][bad] = np.nan
                 writes[name] = a.astype(dtype)
                 if metrics:
-                    curves = evaluation.deletion_insertion(m, xs, ts, attr, steps=metric_steps)
                     for metric in metrics:
                         writes[f"{name}.{metric}_auc"] = np.where(
-                            np.r_[bad, [False] * pad], np.nan, curves[f"{metric}_auc"])
+                            np.r_[bad, [False] * pad], np.nan, curves[name][f"{metric}_auc"])
                 if mask is not None:
                     mk = _pad(mask, pad)
                     writes[f"{name}.pointing"] = evaluation.pointing_game(a, mk).astype(
@@ -392,4 +395,5 @@ def _logits(m, x):
 
 @jax.jit
 def _logits_jit(m, x):
-    return m(x, check=False)[0]
+    logits = m(x, check=False)[0]
+    return logits, logits.argmax(-1).astype(jnp.int32)

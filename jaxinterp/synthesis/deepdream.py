@@ -18,6 +18,7 @@ from jaxinterp.checks import as_key, check_count, check_images, check_real
 from jaxinterp.optvis import objectives as obj_lib
 from jaxinterp.optvis.hooks import Clip
 from jaxinterp.optvis.optimize import features, optimize
+from jaxinterp.models.convs import loop_conv
 
 STEP_SIZE = 1.5 / 255  # the original's 1.5 (0–255 pixels) per unit of mean-normalized gradient
 JITTER = 32 / 224  # the original's 32-pixel roll on 224-px images, as a fraction of the side
@@ -74,7 +75,7 @@ def _scale_by_mean_abs(eps: float = 1e-8) -> optax.GradientTransformation:
 
 @tuned_jit(static_argnames=("steps", "jitter"))
 def _octave(m, objective, image, key, step_size, steps, jitter):
-    m = m.with_conv("explicit")  # reverse mode only, fast inside the loop
+    m = m.with_conv(loop_conv())  # reverse mode only, fast inside the loop
 
     def loss(x, k):
         shifts = jax.random.randint(k, (x.shape[0], 2), -jitter, jitter + 1)

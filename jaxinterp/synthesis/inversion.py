@@ -21,6 +21,7 @@ from jaxinterp.optvis import objectives as obj_lib
 from jaxinterp.optvis import param as param_lib
 from jaxinterp.optvis import transforms as tf_lib
 from jaxinterp.optvis.optimize import features, optimize
+from jaxinterp.models.convs import loop_conv
 
 
 class Inverted(NamedTuple):
@@ -54,7 +55,7 @@ class _Config:
 
 @tuned_jit(static_argnames=("cfg",))
 def _invert(m, match, weights, key, lr, cfg: _Config):
-    m = m.with_conv("explicit")
+    m = m.with_conv(loop_conv())
     k_init, k_loop = jax.random.split(key)
     n = jax.tree_util.tree_leaves(match)[0].shape[0]
     opt = cfg.optimizer or optax.inject_hyperparams(optax.adam)(learning_rate=lr)

@@ -36,6 +36,7 @@ from jaxinterp.model import layer_output
 from jaxinterp.optvis.hooks import Clip
 from jaxinterp.optvis.optimize import features, optimize
 from jaxinterp.optvis.resume import fingerprint, run_in_chunks
+from jaxinterp.models.convs import loop_conv
 
 NORMALIZATIONS = ("paper", "tutorial")
 OPTIMIZERS = ("lbfgs", "lbfgs-fixed", "adam")
@@ -191,7 +192,7 @@ def _one(m, image, targets, weights, start, state, steps, cfg):
 
 @tuned_jit(static_argnames=("steps", "cfg"))
 def _chunk(m, images, states, targets, weights, start, steps, cfg):
-    m = m.with_conv("explicit")
+    m = m.with_conv(loop_conv())
     return jax.vmap(lambda x, s, t: _one(m, x, t, weights, start, s, steps, cfg))(
         images, states, targets)
 
