@@ -218,6 +218,11 @@ def test_faithfulness_correlation_keys_and_chunks(lin):
     assert subsets.shape == (2, 12, 40)
     assert r == pytest.approx(metrics.faithfulness_correlation(m, x, y, a, subsets=subsets))
     assert all(len(set(np.asarray(s).tolist())) == 40 for s in subsets[0])
+    # uniform: each of 10 features in 3 of 10 draws (4,000 draws: 4 standard deviations 0.029)
+    many = np.asarray(metrics.random_subsets(jax.random.key(5), 2, 10, 4000, 3))
+    assert all(len(set(s.tolist())) == 3 for s in many.reshape(-1, 3))
+    freq = np.stack([np.bincount(d.ravel(), minlength=10) / 4000 for d in many])
+    assert np.abs(freq - 0.3).max() < 0.029
 
 
 def test_one_program_per_shape(lin):

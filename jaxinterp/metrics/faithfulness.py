@@ -82,10 +82,12 @@ def random_subsets(key: Any, n: int, features: int, runs: int, subset_size: int)
 @functools.partial(jax.jit, static_argnames=("features", "runs", "subset_size"))
 def _random_subsets(keys, features, runs, subset_size):
 
+    # the `subset_size` largest of iid uniforms: a uniform subset without replacement, by a
+    # partial selection (`jax.random.choice(replace=False)` sorts all features: 20x slower here)
     def draw(k):
         ks = jax.random.split(k, runs)
-        return jax.vmap(lambda kk: jax.random.choice(kk, features, (subset_size,),
-                                                     replace=False))(ks)
+        return jax.vmap(lambda kk: jax.lax.top_k(jax.random.uniform(kk, (features,)),
+                                                 subset_size)[1])(ks)
 
     return jax.vmap(draw)(keys)
 
