@@ -205,25 +205,43 @@ class Wrapped:
         """The same model with every ReLU given `act`'s backward rule (`rules.rewrite`)."""
         return Wrapped(self.apply, self.variables, self.preprocess_fn, act, self.info)
 
+    @property
+    def resnet(self):
+        """The module when it is jaxinterp's ResNet (its conv / pool variants), else None."""
+        from jaxinterp.models.resnet import ResNet
+
+        module = getattr(self.apply, "module", None)
+        return module if isinstance(module, ResNet) else None
+
+    def _with_module(self, **changes) -> "Wrapped":
+        module = self.resnet
+        if all(getattr(module, k) == v for k, v in changes.items()):
+            return self
+        apply = dataclasses.replace(self.apply, module=module.clone(**changes))
+        return Wrapped(apply, self.variables, self.preprocess_fn, self.act, self.info)
+
     def with_conv(self, conv: str) -> "Wrapped":
         """The same model with convolutions of kind `conv` ("xla" or "explicit", see `ResNet`)
         where the module is jaxinterp's ResNet; any other model is returned as it is."""
         from jaxinterp.models.convs import check_conv
-        from jaxinterp.models.resnet import ResNet
 
         check_conv(conv)
-        module = getattr(self.apply, "module", None)
-        if not isinstance(module, ResNet) or module.conv == conv:
-            return self
-        apply = dataclasses.replace(self.apply, module=module.clone(conv=conv))
-        return Wrapped(apply, self.variables, self.preprocess_fn, self.act, self.info)
+        return self if self.resnet is None else self._with_module(conv=conv)
 
     def with_variables(self, variables: Any) -> "Wrapped":
         return Wrapped(self.apply, variables, self.preprocess_fn, self.act, self.info)
 
-    def with_pool(self, pool: str):
-        raise ValueError("with_pool swaps the pooling of jaxinterp's VGG; a wrapped model "
-                         "runs as written")
+    def with_pool(self, pool: str) -> "Wrapped":
+        """jaxinterp's ResNet with its max pooling as "max" (nine taps) or "max_window" (one
+        `reduce_window_max`); other wrapped models run as written."""
+        from jaxinterp.models.resnet import POOLS
+
+        if self.resnet is None:
+            raise ValueError("with_pool swaps the pooling of jaxinterp's VGG and ResNet; a "
+                             "wrapped model runs as written")
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+        return self._with_module(pool=pool)
 
     # -- description -------------------------------------------------------------------
     @property

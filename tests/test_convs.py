@@ -96,3 +96,34 @@ def test_resnet_explicit_attributions_equal_xla(resnet, name):
                        else f(m64.with_conv("explicit"), x64, 3))
         assert a.dtype == np.float64
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-10 * np.abs(a).max())
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (7, 9)])
+def test_resnet_max_pool_taps_equal_reduce_window_with_ties(h, w):
+    from jaxinterp.models.resnet import max_pool_3x3_s2
+
+    # after a ReLU most of a map is tied at 0: the gradient goes to each window's first
+    # maximum (row-major), as XLA's select_and_scatter and PyTorch route it
+    rng = np.random.default_rng(h)
+    x = jnp.asarray(np.maximum(rng.integers(-3, 3, size=(2, h, w, 3)), 0), jnp.float32)
+    ref = lambda x: jax.lax.reduce_window(  # noqa: E731
+        x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y, vjp = jax.vjp(ref, x)
+    ours, vjp_ours = jax.vjp(max_pool_3x3_s2, x)
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    np.testing.assert_array_equal(ours, y)
+    np.testing.assert_array_equal(vjp_ours(g)[0], vjp(g)[0])
+
+
+def test_resnet_pool_variants_and_relevance_model(resnet):
+    from jaxinterp.attribution.relevance import relevance_model
+
+    m, x = resnet
+    assert m.resnet.pool == "max"
+    window = m.with_pool("max_window")
+    assert "reduce_window_max" in str(jax.make_jaxpr(lambda x: window(x)[0])(x))
+    assert "reduce_window_max" not in str(jax.make_jaxpr(lambda x: m(x)[0])(x))
+    np.testing.assert_array_equal(window(x)[0], m(x)[0])
+    assert relevance_model(m).resnet.pool == "max_window"
+    with pytest.raises(ValueError, match="pool must be one of max, max_window"):
+        m.with_pool("avg")

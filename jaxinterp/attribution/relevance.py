@@ -22,9 +22,11 @@ DEEPLIFT_EPS = 1e-10  # Captum's: below this |Δin| a nonlinearity takes its pla
 
 
 def relevance_model(m):
-    """`m` as the relevance rules take it: jaxinterp's VGG with max pooling as one
+    """`m` as the relevance rules take it: jaxinterp's VGG and ResNet with max pooling as one
     `reduce_window_max` (same values), any other model as it is."""
-    return m.with_pool("max_window") if is_vgg(m) and m.module.pool == "max" else m
+    if is_vgg(m):
+        return m.with_pool("max_window") if m.module.pool == "max" else m
+    return m.with_pool("max_window") if getattr(m, "resnet", None) is not None else m
 
 
 def score_graph(m, t: Target, x):
