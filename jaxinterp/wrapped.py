@@ -221,8 +221,8 @@ class Wrapped:
         return Wrapped(apply, self.variables, self.preprocess_fn, self.act, self.info)
 
     def with_conv(self, conv: str) -> "Wrapped":
-        """The same model with convolutions of kind `conv` ("xla" or "explicit", see `ResNet`)
-        where the module is jaxinterp's ResNet; any other model is returned as it is."""
+        """The same model with convolutions of kind `conv` ("xla", "dot" or "explicit", see
+        `ResNet`) where the module is jaxinterp's ResNet; any other model is returned as it is."""
         from jaxinterp.models.convs import check_conv
 
         check_conv(conv)

@@ -23,10 +23,13 @@ DEEPLIFT_EPS = 1e-10  # Captum's: below this |Δin| a nonlinearity takes its pla
 
 def relevance_model(m):
     """`m` as the relevance rules take it: jaxinterp's VGG and ResNet with max pooling as one
-    `reduce_window_max` (same values), any other model as it is."""
+    `reduce_window_max` and every convolution a `conv_general_dilated` (same values), any
+    other model as it is."""
     if is_vgg(m):
         return m.with_pool("max_window") if m.module.pool == "max" else m
-    return m.with_pool("max_window") if getattr(m, "resnet", None) is not None else m
+    if getattr(m, "resnet", None) is not None:
+        return m.with_pool("max_window").with_conv("xla")
+    return m
 
 
 def score_graph(m, t: Target, x):

@@ -30,7 +30,7 @@ def _conv_init(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, shape, dtype) * np.sqrt(2.0 / (shape[0] * shape[1] * shape[3]))
 
 
-def _conv(features, size, stride=1, name=None, conv="xla"):
+def _conv(features, size, stride=1, name=None, conv="dot"):
     pad = (size - 1) // 2
     return nn.Conv(features, (size, size), (stride, stride), ((pad, pad), (pad, pad)),
                    use_bias=False, kernel_init=_conv_init, conv_general_dilated=CONVS[conv],
@@ -70,7 +70,7 @@ class Downsample(nn.Module):
 
     features: int
     stride: int
-    conv: str = "xla"
+    conv: str = "dot"
 
     @nn.compact
     def __call__(self, x):
@@ -83,7 +83,7 @@ class BasicBlock(nn.Module):
     planes: int
     stride: int = 1
     downsample: bool = False
-    conv: str = "xla"
+    conv: str = "dot"
     expansion = 1
 
     @nn.compact
@@ -101,7 +101,7 @@ class Bottleneck(nn.Module):
     planes: int
     stride: int = 1
     downsample: bool = False
-    conv: str = "xla"
+    conv: str = "dot"
     expansion = 4
 
     @nn.compact
@@ -122,7 +122,7 @@ class Stage(nn.Module):
     blocks: int
     stride: int
     in_planes: int
-    conv: str = "xla"
+    conv: str = "dot"
 
     @nn.compact
     def __call__(self, x):
@@ -141,9 +141,12 @@ class ResNet(nn.Module):
       block: "basic" or "bottleneck".
       layers: blocks per stage.
       num_classes: outputs of `fc`.
-      conv: "xla" (`lax.conv_general_dilated`, every AD mode) or "explicit"
-        (`convs.explicit_conv`: same values, an input gradient XLA:CPU runs about 2x faster
-        inside loops, reverse mode only); methods that loop pick it (`Wrapped.with_conv`).
+      conv: "dot" (1x1 convolutions as matmuls, `convs.pointwise_conv`: about 2x XLA:CPU's
+        1x1 convolution, forward and backward; every AD mode), "xla" (every convolution as
+        `lax.conv_general_dilated`: what the relevance rules take) or "explicit"
+        (`convs.explicit_conv`: input gradients written as stride-1 convolutions, about 2x
+        faster inside loops on the CPU; reverse mode only; methods that loop pick it).
+        Same values (to float rounding).
       pool: "max" (`max_pool_3x3_s2`: nine taps, a fast gradient) or "max_window" (one
         `reduce_window_max`, what the relevance rules recognise); same values and gradient.
     """
@@ -151,7 +154,7 @@ class ResNet(nn.Module):
     block: str = "basic"
     layers: Sequence[int] = (2, 2, 2, 2)
     num_classes: int = 1000
-    conv: str = "xla"
+    conv: str = "dot"
     pool: str = "max"
 
     @nn.compact
