@@ -8,7 +8,7 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.attribution import core
-from jaxinterp.models.convs import explicit_conv, explicit_conv_general_dilated
+from jaxinterp.models.convs import explicit_conv, explicit_conv_general_dilated, loop_conv
 
 # (H, W, kernel, stride, padding): ResNet's 7x7/2, 3x3/2, 1x1/2 and 1x1, 3x3/1 convolutions,
 # odd and even sides, asymmetric padding, a stride larger than the kernel (phases no tap
@@ -61,10 +61,11 @@ def resnet():
     return m, x
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the explicit form is the CPU's")
 def test_resnet_loops_run_explicit_convs_and_other_models_are_unchanged(resnet, mini):
     m, _ = resnet
     assert m.apply.module.conv == "dot"
-    assert core.loop_ready(m, 2).apply.module.conv == "explicit"
+    assert core.loop_ready(m, 2).apply.module.conv == loop_conv() == "explicit"
     assert core.loop_ready(m, None) is m
     # JAX's own gradient of a strided convolution is an input-dilated convolution; the
     # explicit form has none
@@ -115,6 +116,8 @@ def test_resnet_max_pool_taps_equal_reduce_window_with_ties(h, w):
     g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
     np.testing.assert_array_equal(ours, y)
     np.testing.assert_array_equal(vjp_ours(g)[0], vjp(g)[0])
+    inf = x.at[0, 1, 1, 0].set(jnp.inf)  # values as reduce_window's, infinities included
+    np.testing.assert_array_equal(max_pool_3x3_s2(inf), ref(inf))
 
 
 def test_resnet_pool_variants_and_relevance_model(resnet):
@@ -123,9 +126,21 @@ def test_resnet_pool_variants_and_relevance_model(resnet):
     m, x = resnet
     assert m.resnet.pool == "max"
     window = m.with_pool("max_window")
-    assert "reduce_window_max" in str(jax.make_jaxpr(lambda x: window(x)[0])(x))
-    assert "reduce_window_max" not in str(jax.make_jaxpr(lambda x: m(x)[0])(x))
+    assert "name=max_pool_3x3_s2" in str(jax.make_jaxpr(lambda x: m(x)[0])(x))
+    assert "name=max_pool_3x3_s2" not in str(jax.make_jaxpr(lambda x: window(x)[0])(x))
     np.testing.assert_array_equal(window(x)[0], m(x)[0])
     assert relevance_model(m).resnet.pool == "max_window"
     with pytest.raises(ValueError, match="pool must be one of max, max_window"):
         m.with_pool("avg")
+
+
+def test_resnet_relevance_is_the_same_however_it_is_wrapped(resnet):
+    # a ResNet wrapped as a plain function keeps conv="dot" and the tap max pool: the rules see
+    # its 1x1 matmuls as convolutions and its max pool as one reduce_window_max
+    m, x = resnet
+    module = m.resnet
+    plain = ji.wrap(lambda p, x: module.apply(p, x), m.variables, preprocess=m.preprocess_fn)
+    for method, kwargs in (("lrp", {"composite": "epsilon_gamma_box"}), ("deeplift", {})):
+        a = np.asarray(getattr(ji, method)(m, x, 3, **kwargs))
+        b = np.asarray(getattr(ji, method)(plain, x, 3, **kwargs))
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max())

@@ -175,6 +175,12 @@ def _dce(nodes, out_ids):
     return keep[::-1]
 
 
+def _pointwise(act, out) -> bool:
+    """Whether a `dot_general` maps an NHWC map to an NHWC map over its channels alone: a 1x1
+    convolution written as a matmul (jaxinterp's ResNet `conv="dot"`), ruled as a conv."""
+    return len(act.shape) == 4 and len(out.shape) == 4 and act.shape[:3] == out.shape[:3]
+
+
 def trace(fn, params, x) -> Graph:
     """`fn(params, x)` (pytrees) traced to a flat `Graph` with its units.
 
@@ -266,8 +272,9 @@ def _classify(g):
             if name in SUMS:
                 op, kind = "sum", "fixed"
             else:
-                op = "conv" if name == "conv_general_dilated" else "dense"
                 other = node.ins[1 - acts[0]]
+                op = "conv" if name == "conv_general_dilated" or _pointwise(
+                    g.avals[node.ins[acts[0]]], g.avals[node.outs[0]]) else "dense"
                 kind = "layer" if not isinstance(other, Lit) and other in from_params else "fixed"
             add(Unit(kind, [k] + [c for c, _ in chain], [node.ins[acts[0]]], [last], node.path,
                      op, k, acts[0], chain))
