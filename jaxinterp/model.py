@@ -263,7 +263,8 @@ class Model:
         return Model(self.module.clone(act=act), self.variables, self.meta)
 
     def with_conv(self, conv: str) -> "Model":
-        """The same model with convolutions of kind `conv` ("xla" or "explicit", see `VGG`)."""
+        """The same model with convolutions of kind `conv` ("xla" or "explicit", see `VGG`;
+        "dot" is accepted and is "xla" here: VGG has no 1x1 convolution)."""
         return Model(self.module.clone(conv=conv), self.variables, self.meta)
 
     def with_pool(self, pool: str) -> "Model":

@@ -230,7 +230,7 @@ def _rows(spec: dict) -> None:
         print("ROW " + json.dumps({"arch": arch, "method": "(load_model)", "n": 0,
                                    "error": _first_line(e)}), flush=True)
         return
-    try:  # shipped weights load as NumPy arrays: on the device once, not copied per call
+    try:  # on the device once, not copied per call (load_model places them; kept for safety)
         m = jax.device_put(m, dev)
     except Exception:  # noqa: BLE001 — a model that is no pytree: its variables only
         m = m.with_variables(jax.device_put(m.variables, dev))
