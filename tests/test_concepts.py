@@ -159,6 +159,12 @@ def test_running_top_is_exact_whatever_the_order():
         got = np.sort(top.values(), 0)
         want = np.sort(np.concatenate(order), 0)[-57:]
         np.testing.assert_array_equal(got, want)
+    for first in (True, False):  # a NaN is refused in the first batch and in later ones alike
+        top = _RunningTop(57, 3)
+        if not first:
+            top.add(data[0]), top.add(data[1])
+        with pytest.raises(ValueError, match=r"NaN activations in units \[1\]"):
+            top.add(np.where(np.arange(3) == 1, np.nan, data[2]))
 
 
 def test_top_activating_ranks_images_and_patches_hold_the_receptive_field(default_model, unseen):

@@ -65,8 +65,12 @@ class _RunningTop:
         self.pending = 0
 
     def add(self, acts: np.ndarray) -> None:
-        """Takes a batch's activations `[..., units]`."""
+        """Takes a batch's activations `[..., units]` (finite: a NaN has no rank, so it raises)."""
         a = acts.reshape(-1, self.units)
+        if np.isnan(a).any():
+            raise ValueError(f"NaN activations in units {np.flatnonzero(np.isnan(a).any(0))[:8]}"
+                             f"…: a quantile threshold needs finite values (check the model "
+                             f"and the images)")
         if self.floor is None:
             cand = np.concatenate([self.top, a])
             if len(cand) > self.k:
