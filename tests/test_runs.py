@@ -169,14 +169,19 @@ def test_kill_9_then_resume(folder, tmp_path):
             "--samples-sg", "2", "--batch", "2", "--metrics", "", "--out", str(out)]
     p = cli(*args)
     deadline = time.time() + 240
+
+    def markers():  # finished batches: `<b>.json` (a kill may leave a `.<b>.json.partial-…`)
+        done = out / "done"
+        return {f.name for f in done.glob("[0-9]*.json")} if done.is_dir() else set()
+
     while time.time() < deadline and p.poll() is None:
-        if len(list((out / "done").glob("*.json"))) >= 2 if (out / "done").is_dir() else False:
+        if len(markers()) >= 2:
             break
         time.sleep(0.01)
     assert p.poll() is None, "the run ended before it could be killed"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    before = {f.name for f in (out / "done").glob("*.json")}
+    before = markers()
     assert not ji.open_run(out).complete and len(before) < 13
     code, stdout, err = finish(cli(*args))
     assert code == 1, err[-3000:]
